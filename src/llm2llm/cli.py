@@ -1,0 +1,187 @@
+"""Command line: `llm2llm run|demo|status|report|config|models`. Exit codes are decided here and only here.
+
+0 success · 2 a problem the user can fix (config, data, model, teacher refusal, changed run) · 130 interrupted
+(run the same command again to resume) · 1 an internal error (traceback written to a log file, not the screen).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from llm2llm.errors import Llm2llmError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="LLM2LLM: fine-tune a student, find the seed examples it gets wrong, have a teacher write more like them, repeat.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+OVERRIDES = typer.Argument(None, help="key.sub=value overrides, e.g. loop.iterations=3 student.finetune=full")
+
+
+def _guarded(action: Callable[[], None], log_dir: Path | None = None) -> None:
+    try:
+        action()
+    except Llm2llmError as exc:
+        err_console.print("[bold red]error:[/] ", end="")
+        # Messages hold paths and [brackets]: no markup, and no wrapping inside a path.
+        err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("\n[yellow]interrupted.[/] Finished stages are saved; run the same command again to resume.")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # an internal error: keep the screen readable, keep the traceback for the bug report
+        directory = log_dir if log_dir and log_dir.is_dir() else Path(tempfile.gettempdir())
+        log = directory / "error.log"
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print(f"The full traceback is in {log}; please include it in a bug report.")
+        raise typer.Exit(1) from None
+
+
+def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: bool) -> None:
+    from llm2llm import report
+    from llm2llm.config import load_config
+    from llm2llm.loop import run
+    from llm2llm.progress import RichUI, SilentUI
+
+    config = load_config(config_path, overrides or [])
+
+    def action() -> None:
+        ui = SilentUI() if quiet else RichUI(err_console)
+        err_console.print(f"[bold]llm2llm[/] run [cyan]{config.run_dir}[/]")
+        store = run(config, force=force, ui=ui)
+        console.print(report.table(store))
+        for path in report.write(store):
+            console.print(f"wrote {path}")
+
+    _guarded(action, config.run_dir)
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: Optional[List[str]] = OVERRIDES,
+    force: bool = typer.Option(False, "--force", help="Resume even though the config changed (finished stages are kept)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run (or resume) the LLM2LLM loop in <output_dir>/<name>/."""
+    _guarded(lambda: _run(config, overrides, force, quiet))
+
+
+@app.command()
+def demo(
+    overrides: Optional[List[str]] = OVERRIDES,
+    force: bool = typer.Option(False, "--force", help="Resume even though the config changed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The embedded default: bundled SmolLM2-135M student, bundled Qwen2.5-Coder teacher, bundled ticket data."""
+    _guarded(lambda: _run(None, overrides, force, quiet))
+
+
+@app.command()
+def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
+    """Where a run stands: finished stages per iteration and what would run next."""
+
+    def action() -> None:
+        from llm2llm.runstore import RunStore
+
+        store = RunStore(run_dir)
+        config = store.config()
+        state = store.state()
+        stages = ["finetune", "evaluate", "test", "filter", "generate", "append"]
+        console.print(f"[bold]{run_dir}[/]: {config.loop.iterations} iterations planned; "
+                      + ("[green]finished[/]" if state.get("finished") else "[yellow]not finished[/]"))
+        for iteration in range(config.loop.iterations):
+            done = state["iterations"].get(str(iteration), {})
+            marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}·[/]" for s in stages)
+            console.print(f"  iter {iteration}: {marks}")
+        if not state.get("finished"):
+            console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}")
+
+    _guarded(action)
+
+
+@app.command("report")
+def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
+    """Print the per-iteration table; write report.md and accuracy.png into the run directory."""
+
+    def action() -> None:
+        from llm2llm import report
+        from llm2llm.runstore import RunStore
+
+        store = RunStore(run_dir)
+        console.print(report.table(store))
+        for path in report.write(store):
+            console.print(f"wrote {path}")
+
+    _guarded(action)
+
+
+@app.command("config")
+def config_command(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded demo)."),
+    overrides: Optional[List[str]] = OVERRIDES,
+    keys: bool = typer.Option(False, "--keys", help="List every key with its default and meaning."),
+) -> None:
+    """Print the resolved config (file + overrides), or the reference of all keys."""
+
+    def action() -> None:
+        from llm2llm.config import config_keys, config_to_yaml, load_config
+
+        nonlocal config, overrides
+        if config is not None and "=" in config.name and not config.exists():
+            overrides, config = [str(config), *(overrides or [])], None  # `llm2llm config key=value` with no file
+        if keys:
+            for key, default, description in config_keys():
+                console.print(f"[cyan]{key}[/] = {default}\n    {description}", highlight=False)
+            return
+        console.print(config_to_yaml(load_config(config, overrides or [])), highlight=False, markup=False)
+
+    _guarded(action)
+
+
+@app.command()
+def models(prepare: Optional[str] = typer.Option(None, "--prepare", help="Verify/assemble/convert this alias now.")) -> None:
+    """List the bundled offline models and whether their packages are installed."""
+
+    def action() -> None:
+        import importlib.util
+
+        from llm2llm.models import BUNDLED, resolve_gguf, resolve_hf
+
+        if prepare:
+            path = resolve_gguf(prepare)
+            console.print(f"{prepare}: GGUF verified at {path}")
+            if prepare == "smollm2-135m-instruct":
+                console.print(f"{prepare}: trainable copy at {resolve_hf(prepare)}")
+            return
+        for alias, bundled in BUNDLED.items():
+            installed = all(importlib.util.find_spec(p) is not None for p in bundled.packages)
+            state = "[green]installed[/]" if installed else f"[yellow]missing[/] ({bundled.install})"
+            console.print(f"[cyan]{alias}[/]: {bundled.note} — {state}")
+
+    _guarded(action)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Typed experiment config: YAML first, then `key.sub=value` overrides; unknown keys are errors naming the key.
+
+The defaults are the embedded demo: the bundled SmolLM2-135M student, a bundled Qwen2.5-Coder teacher served
+locally, and the bundled support-ticket data. `llm2llm demo` runs exactly `Config()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llm2llm.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Section):
+    type: str = Field("classification", description="Task type: a key of llm2llm.tasks.TASKS or 'package.module:Class'.")
+    description: str = Field(
+        "Route a customer support ticket to the team that should handle it.",
+        description="One sentence saying what the task is; shown to the student and the teacher.",
+    )
+    labels: list[str] | None = Field(
+        None, description="Classification labels. None: inferred from the seed file (sorted)."
+    )
+    teacher_context_examples: int = Field(
+        3, ge=0, description="Other seed examples with the same answer shown to the teacher as context."
+    )
+
+
+class DataConfig(_Section):
+    seed_path: str = Field("demo:seeds.jsonl", description="Seed set D0: a .jsonl or .csv path, or 'demo:<file>'.")
+    test_path: str | None = Field("demo:test.jsonl", description="Test set for the final evaluation (None: skip).")
+    text_field: str = Field("text", description="Column holding the input text (question, prompt).")
+    label_field: str = Field("label", description="Column holding the label or answer.")
+    id_field: str | None = Field(None, description="Column with a stable example id (None: derived from content).")
+    seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
+    test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt ('all-linear' or names).")
+
+
+class StudentConfig(_Section):
+    type: str = Field("hf", description="Student backend: a key of llm2llm.students.STUDENTS or 'package.module:Class'.")
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Base weights: a Hugging Face id or folder, a local .gguf file, or a bundled alias.",
+    )
+    finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapters or all weights.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    epochs: int = Field(5, ge=1, description="Passes over D_i per iteration.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (per process).")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate, linear warm-up then decay. None: 1e-3 for LoRA, 5e-5 for full."
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(512, ge=16, description="Longest prompt+target in tokens; longer prompts are cut on the left.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype. auto: bfloat16 where the device supports it, else float32."
+    )
+    eval_batch_size: int = Field(16, ge=1, description="Prompts per batch in greedy prediction.")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: all cores).")
+    keep_checkpoints: Literal["all", "last", "none"] = Field(
+        "last", description="Student weights kept per iteration: all, only the latest, or none after evaluation."
+    )
+
+
+class TeacherConfig(_Section):
+    type: str = Field("local", description="'local' (GGUF served on 127.0.0.1), 'openai' (any compatible endpoint), 'hf' (in-process), or 'package.module:Class'.")
+    model: str = Field(
+        "qwen2.5-coder-1.5b-instruct",
+        description="local: a .gguf path or bundled alias; openai: the served model name; hf: like student.model.",
+    )
+    base_url: str | None = Field(None, description="openai: endpoint, e.g. https://api.openai.com/v1 or http://localhost:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never stored).")
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1, description="Longest teacher reply; longer replies are rejected as truncated.")
+    samples_per_wrong: int = Field(1, ge=1, description="New examples asked for per wrong seed example per iteration (paper: 1).")
+    max_concurrency: int = Field(1, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(300, gt=0, description="Seconds to wait for one reply.")
+    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx.")
+    n_ctx: int = Field(4096, ge=256, description="local: context tokens per request slot.")
+
+
+class LoopConfig(_Section):
+    iterations: int = Field(
+        2, ge=1, description="Fine-tunes of the student (paper Alg. 1): iteration 0 trains on the seeds alone, each later one on D_i."
+    )
+
+
+class EvalConfig(_Section):
+    test_every_iteration: bool = Field(False, description="Also evaluate each iteration's student on the test set (the last one always is).")
+
+
+class Config(_Section):
+    name: str = Field("demo", description="Run name: the run lives in <output_dir>/<name>/.")
+    output_dir: str = Field("runs", description="Parent folder of run directories.")
+    seed: int = Field(0, description="Seed for shuffling, adapter init and teacher sampling.")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read YAML (or start from the defaults), apply `a.b=value` overrides, validate, make paths absolute."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, source)) from None
+    return _absolute_paths(config)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} is not of the form key.sub=value")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    # YAML parsing gives 'true' -> True, '3' -> 3, 'null' -> None, '[a, b]' -> list, like in the file.
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+
+
+def _describe_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; `llm2llm config --keys` lists them)")
+        else:
+            lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _absolute_paths(config: Config) -> Config:
+    def absolute(value: str | None) -> str | None:
+        if value is None or ":" in value.split("/")[0] and not Path(value).exists():
+            return value  # 'demo:x', 'hf:x' and similar references stay as written
+        return str(Path(value).expanduser().resolve())
+
+    config.data.seed_path = absolute(config.data.seed_path)
+    config.data.test_path = absolute(config.data.test_path)
+    config.output_dir = absolute(config.output_dir)
+    for section in (config.student, config.teacher):
+        if Path(section.model).expanduser().exists():
+            section.model = str(Path(section.model).expanduser().resolve())
+    return config
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every field: the reference behind `llm2llm config`."""
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(config_keys(annotation, f"{prefix}{name}."))
+        else:
+            rows.append((f"{prefix}{name}", repr(field.get_default(call_default_factory=True)), field.description or ""))
+    return rows

@@ -1,0 +1,148 @@
+"""Examples with stable ids and lineage, loaded from JSONL or CSV with errors that name file, line and field.
+
+Every example carries where it came from: a seed row (`source` = file:line) or a teacher reply
+(`parent_id`, `iteration`, `teacher`, `prompt_hash`), so any training row can be traced back to the seed,
+iteration, teacher and prompt that produced it. Rows are joined by `id`, never by text.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from llm2llm.errors import DataError
+
+
+class Example(BaseModel):
+    """One task example. `text`/`label` are the task's input and answer; `choices` is for multiple choice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    text: str
+    label: str
+    choices: list[str] | None = None
+    origin: Literal["seed", "test", "teacher"]
+    source: str | None = None  # file:line for rows read from disk
+    parent_id: str | None = None  # the seed example a teacher example was made from
+    iteration: int | None = None  # the iteration whose wrong answers produced it
+    teacher: str | None = None  # teacher model name
+    prompt_hash: str | None = None  # hash of the exact teacher request
+
+
+def content_hash(*parts: Any, length: int = 12) -> str:
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def load_examples(
+    path: str,
+    *,
+    text_field: str,
+    label_field: str,
+    origin: Literal["seed", "test"],
+    id_field: str | None = None,
+    limit: int | None = None,
+) -> list[Example]:
+    """Read examples from a .jsonl/.csv file or a bundled 'demo:<file>'; raise DataError naming file:line:field."""
+    rows = list(_read_rows(path))
+    if not rows:
+        raise DataError(f"{path}: no examples found (the file is empty). Point data.{origin}_path at a file with rows.")
+    examples: list[Example] = []
+    seen_ids: Counter[str] = Counter()
+    for where, row in rows[:limit] if limit else rows:
+        values = {}
+        for role, column in (("text", text_field), ("label", label_field)):
+            if column not in row:
+                found = ", ".join(sorted(row)) or "none"
+                raise DataError(
+                    f"{where}: missing field {column!r} (fields found: {found}). "
+                    f"Set data.{role}_field to the column that holds the {role}."
+                )
+            value = row[column]
+            if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+                raise DataError(f"{where}: field {column!r} must be a string or number, got {json.dumps(value)[:60]}")
+            values[role] = str(value).strip()
+        if not values["text"]:
+            raise DataError(f"{where}: field {text_field!r} is empty")
+        if id_field is not None:
+            if id_field not in row:
+                raise DataError(f"{where}: missing id field {id_field!r} (set data.id_field: null to derive ids)")
+            example_id = str(row[id_field])
+        else:
+            # Content-derived ids survive reordering and edits to other rows; repeats get a counter.
+            example_id = f"{origin}-{content_hash(values['text'], values['label'])}"
+        seen_ids[example_id] += 1
+        if seen_ids[example_id] > 1:
+            if id_field is not None:
+                raise DataError(f"{where}: duplicate id {example_id!r} in field {id_field!r}")
+            example_id = f"{example_id}-{seen_ids[example_id]}"
+        examples.append(Example(id=example_id, origin=origin, source=where, **values))
+    return examples
+
+
+def _read_rows(path: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Yield ('file:line', row) pairs."""
+    if path.startswith("demo:"):
+        name = path.removeprefix("demo:")
+        resource = resources.files("llm2llm") / "demo_data" / name
+        if not resource.is_file():
+            raise DataError(f"{path}: no bundled demo file {name!r} (bundled: seeds.jsonl, test.jsonl)")
+        text, display = resource.read_text(encoding="utf-8"), path
+        yield from _parse_jsonl(text.splitlines(), display)
+        return
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(file, encoding="utf-8", newline="") as handle:
+            if file.suffix.lower() == ".csv":
+                reader = csv.DictReader(handle)
+                for row in reader:
+                    yield f"{path}:{reader.line_num}", dict(row)
+            elif file.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+                yield from _parse_jsonl(handle, path)
+            else:
+                raise DataError(f"{path}: unsupported file type {file.suffix!r}; use .jsonl or .csv")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _parse_jsonl(lines: Iterable[str], path: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        yield f"{path}:{number}", row
+
+
+def write_jsonl(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> None:
+    """Write atomically (tmp + rename), so a crash never leaves half a file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            record = row.model_dump(mode="json", exclude_none=True) if isinstance(row, BaseModel) else row
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_examples(path: Path) -> list[Example]:
+    return [Example.model_validate(row) for row in read_jsonl(path)]

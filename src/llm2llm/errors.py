@@ -1,0 +1,25 @@
+"""Domain exceptions. Each message says what is wrong, where, and what to do; `cli.py` maps them to exit codes."""
+
+
+class Llm2llmError(Exception):
+    """Base class: an error the user can act on (printed without a traceback)."""
+
+
+class ConfigError(Llm2llmError):
+    """The config file or an override is invalid; the message names the key."""
+
+
+class DataError(Llm2llmError):
+    """An input data file is invalid; the message names the file, line and field."""
+
+
+class ModelError(Llm2llmError):
+    """A model reference cannot be resolved, verified or loaded."""
+
+
+class TeacherError(Llm2llmError):
+    """The teacher endpoint refused or failed in a way retrying will not fix."""
+
+
+class RunStateError(Llm2llmError):
+    """The run directory does not match the request (changed config, missing stage output)."""

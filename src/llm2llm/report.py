@@ -1,0 +1,108 @@
+"""Per-iteration report from the run directory alone: a table, report.md and accuracy.png (paper Fig. 2 shape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from llm2llm.runstore import RunStore
+
+# (header, metrics key): the terminal table stays within 80 columns; report.md adds the wide ones.
+COLUMNS = [
+    ("iter", "iteration"),
+    ("seed acc", "seed_accuracy"),
+    ("test acc", "test_accuracy"),
+    ("|D_i|", "train_examples"),
+    ("wrong", "wrong"),
+    ("asked", "requests"),
+    ("kept", "accepted"),
+    ("rej", "rejected"),
+    ("tokens", "teacher_tokens"),
+    ("min", "minutes"),
+]
+WIDE_COLUMNS = COLUMNS + [
+    ("rejected by reason", "rejected_by_reason"),
+    ("train tok/s", "train_tokens_per_s"),
+    ("stage seconds", "stage_seconds"),
+]
+
+
+def rows(store: RunStore) -> list[dict[str, Any]]:
+    result = []
+    for iteration in store.iterations():
+        metrics = store.metrics(iteration)
+        if len(metrics) <= 2 and "train_examples" not in metrics:
+            continue  # D_i written, nothing run on it yet
+        if "teacher_prompt_tokens" in metrics:
+            metrics["teacher_tokens"] = metrics["teacher_prompt_tokens"] + metrics["teacher_completion_tokens"]
+        metrics["minutes"] = round(sum(v or 0 for v in metrics.get("stage_seconds", {}).values()) / 60, 1)
+        result.append(metrics)
+    return result
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None or value == {}:
+        return "—" if value is None else "0"
+    if key.endswith("accuracy"):
+        return f"{value:.1%}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
+def table(store: RunStore) -> Table:
+    config = store.config()
+    state = store.state()
+    data = rows(store)
+    reasons = "; ".join(
+        f"iter {m['iteration']}: {_cell('', m['rejected_by_reason'])}" for m in data if m.get("rejected_by_reason")
+    )
+    caption = (state.get("stop_reason") or "in progress") + (f"\nrejected by reason — {reasons}" if reasons else "")
+    title = f"{config.name}: {config.task.type} · student {config.student.model} · teacher {config.teacher.model}"
+    result = Table(title=title, caption=caption, padding=(0, 1))
+    for header, _ in COLUMNS:
+        result.add_column(header, justify="right")
+    for metrics in data:
+        result.add_row(*(_cell(key, metrics.get(key)) for _, key in COLUMNS))
+    return result
+
+
+def markdown(store: RunStore) -> str:
+    lines = ["| " + " | ".join(header for header, _ in WIDE_COLUMNS) + " |", "|" + "---|" * len(WIDE_COLUMNS)]
+    for metrics in rows(store):
+        lines.append("| " + " | ".join(_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS) + " |")
+    config = store.config()
+    head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
+    return head + "\n".join(lines) + "\n\n![accuracy](accuracy.png)\n"
+
+
+def plot(store: RunStore, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = rows(store)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for key, label, marker in (("seed_accuracy", "seed (train) accuracy", "o"), ("test_accuracy", "test accuracy", "s")):
+        points = [(m["iteration"], 100 * m[key]) for m in data if m.get(key) is not None]
+        if points:
+            axis.plot(*zip(*points), marker=marker, label=label)
+    axis.set_xlabel("LLM2LLM iteration")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title(store.config().name)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    if data:
+        axis.set_xticks([m["iteration"] for m in data])
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write(store: RunStore) -> list[Path]:
+    (store.root / "report.md").write_text(markdown(store), encoding="utf-8")
+    return [store.root / "report.md", plot(store, store.root / "accuracy.png")]

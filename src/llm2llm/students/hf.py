@@ -1,0 +1,278 @@
+"""Hugging Face causal-LM student: LoRA or full fine-tuning from the base weights, batched greedy prediction.
+
+Training is a plain PyTorch loop driven by `accelerate` (the same code runs on CPU, one GPU, or several under
+`accelerate launch`). The loss covers the target tokens only. Examples are grouped by length so batches carry
+little padding, which is most of the speed on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from llm2llm.config import StudentConfig
+from llm2llm.errors import ModelError
+from llm2llm.models import resolve_hf
+from llm2llm.students import Advance, Messages
+
+IGNORE_INDEX = -100  # label id the loss skips (prompt and padding tokens)
+
+
+def _import_torch():
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(f"the hf student needs torch and transformers ({exc.name} is missing): pip install llm2llm") from None
+    return torch
+
+
+def encode_prompt(tokenizer, messages: Messages) -> list[int]:
+    """The one prompt renderer, shared by training and prediction: the chat template when there is one."""
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False).input_ids
+    text = "\n\n".join(message["content"] for message in messages) + "\n\nAnswer: "
+    return tokenizer(text, add_special_tokens=True).input_ids
+
+
+def encode_pair(tokenizer, messages: Messages, target: str, max_length: int) -> tuple[list[int], list[int]]:
+    """input_ids and labels for one training pair; prompt tokens are masked out of the loss."""
+    prompt_ids = encode_prompt(tokenizer, messages)
+    target_ids = tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    target_ids = target_ids[: max_length - 1]
+    prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]  # cut long prompts on the left, keep the question end
+    return prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
+
+
+class LengthGroupedBatches:
+    """Seeded shuffle, then sort within windows of 50 batches by length, then shuffle the batches."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = random.Random(self.seed * 1000 + self.epoch)
+        indices = list(range(len(self.lengths)))
+        rng.shuffle(indices)
+        window = 50 * self.batch_size
+        batches = []
+        for start in range(0, len(indices), window):
+            chunk = sorted(indices[start : start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+class HFStudent:
+    def __init__(self, config: StudentConfig, seed: int) -> None:
+        self.config = config
+        self.seed = seed
+        self._in_memory: tuple[Path, Any, Any] | None = None  # (student_dir, model, tokenizer) after train()
+
+    # ── setup ───────────────────────────────────────────────────────────────────────────────────
+    @property
+    def learning_rate(self) -> float:
+        if self.config.learning_rate is not None:
+            return self.config.learning_rate
+        return 1e-3 if self.config.finetune == "lora" else 5e-5
+
+    def _dtype(self):
+        torch = _import_torch()
+        if self.config.dtype != "auto":
+            return getattr(torch, self.config.dtype)
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # bf16 matmuls are fast on CPUs with AVX512-BF16/AMX, and still correct (slower) elsewhere.
+        return torch.bfloat16 if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") else torch.float32
+
+    def _load_base(self, dtype=None):
+        torch = _import_torch()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        path = resolve_hf(self.config.model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or self._dtype())
+        except OSError as exc:
+            raise ModelError(f"student.model: cannot load {self.config.model!r} ({exc})") from None
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    # ── fine-tune ───────────────────────────────────────────────────────────────────────────────
+    def train_steps(self, n_pairs: int) -> int:
+        return self.config.epochs * math.ceil(n_pairs / self.config.batch_size)
+
+    def train(self, pairs: list[tuple[Messages, str]], out_dir: Path, advance: Advance | None = None) -> dict[str, Any]:
+        torch = _import_torch()
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self._in_memory = None
+        torch.manual_seed(self.seed)
+        compute_dtype = self._dtype()
+        # Trained weights stay float32 with bf16/fp16 autocast for the matmuls: in pure bf16, AdamW updates
+        # at fine-tuning learning rates are below the weights' resolution and are lost. A frozen LoRA base
+        # can live in the compute dtype.
+        weights_dtype = compute_dtype if self.config.finetune == "lora" else torch.float32
+        mixed_precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "no")
+        # From the base weights every time (paper §3.1: re-training from scratch beats continuing, Table 5).
+        model, tokenizer = self._load_base(weights_dtype)
+        base_fingerprint = _fingerprint(model)
+        if self.config.finetune == "lora":
+            model = self._add_lora(model)
+        encoded = [encode_pair(tokenizer, messages, target, self.config.max_length) for messages, target in pairs]
+        batches = LengthGroupedBatches([len(ids) for ids, _ in encoded], self.config.batch_size, self.seed)
+        pad_id = tokenizer.pad_token_id
+
+        def collate(batch):
+            width = max(len(encoded[i][0]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids, target = encoded[i]
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, : len(ids)] = torch.tensor(target)
+                attention[row, : len(ids)] = 1
+            return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+        loader = torch.utils.data.DataLoader(range(len(encoded)), batch_sampler=batches, collate_fn=collate)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.config.weight_decay)
+        total_steps = self.config.epochs * len(loader)
+        scheduler = get_scheduler("linear", optimizer, int(self.config.warmup_ratio * total_steps), total_steps)
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+        model.train()
+        log, tokens, started = [], 0, time.perf_counter()
+        for epoch in range(self.config.epochs):
+            batches.set_epoch(epoch)
+            for batch in loader:
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(trainable, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                tokens += int(batch["attention_mask"].sum())
+                log.append({"step": len(log) + 1, "epoch": epoch, "loss": round(loss.item(), 4)})
+                if advance:
+                    advance(1)
+        seconds = time.perf_counter() - started
+
+        model = accelerator.unwrap_model(model)
+        model.eval()
+        if self.config.finetune == "full":
+            model.to(compute_dtype)  # evaluation runs in the compute dtype; saving it halves the checkpoint
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.is_main_process:
+            model.save_pretrained(out_dir)
+            tokenizer.save_pretrained(out_dir)
+            with open(out_dir / "train_log.jsonl", "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in log)
+        if self.config.finetune == "lora":
+            model = model.merge_and_unload()  # plain weights generate faster than adapter layers
+        self._in_memory = (out_dir, model, tokenizer)
+        return {
+            "train_examples": len(pairs),
+            "train_steps": len(log),
+            "train_tokens": tokens,
+            "train_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+            "final_loss": log[-1]["loss"] if log else None,
+            "base_fingerprint": base_fingerprint,
+            "trained_fingerprint": _fingerprint(model),
+        }
+
+    def _add_lora(self, model):
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ModelError("student.finetune=lora needs peft: pip install peft") from None
+        lora = self.config.lora
+        config = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+        )
+        return get_peft_model(model, config)
+
+    # ── predict ─────────────────────────────────────────────────────────────────────────────────
+    def _load_trained(self, student_dir: Path):
+        if self._in_memory is not None and self._in_memory[0] == student_dir:
+            return self._in_memory[1], self._in_memory[2]
+        if not (student_dir / "config.json").is_file() and not (student_dir / "adapter_config.json").is_file():
+            raise ModelError(f"no trained student in {student_dir}; delete the iteration's state to retrain")
+        torch = _import_torch()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if (student_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            base, _ = self._load_base()
+            model = PeftModel.from_pretrained(base, student_dir).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=self._dtype())
+        tokenizer = AutoTokenizer.from_pretrained(student_dir)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.eval()
+        if torch.cuda.is_available():
+            model.to("cuda")
+        self._in_memory = (student_dir, model, tokenizer)
+        return model, tokenizer
+
+    def predict(self, student_dir: Path, prompts: list[Messages], max_new_tokens: int, advance: Advance | None = None) -> list[str]:
+        torch = _import_torch()
+        from transformers import GenerationConfig
+
+        model, tokenizer = self._load_trained(student_dir)
+        limit = self.config.max_length - max_new_tokens
+        encoded = [encode_prompt(tokenizer, messages)[-limit:] for messages in prompts]
+        # Longest first, so each batch pads little and a memory problem shows up at once.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        generation = GenerationConfig(
+            do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+        )
+        outputs: list[str] = [""] * len(encoded)
+        device = next(model.parameters()).device
+        for start in range(0, len(order), self.config.eval_batch_size):
+            batch = order[start : start + self.config.eval_batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: generation continues right after each prompt
+                input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                attention[row, width - len(encoded[i]) :] = 1
+            with torch.inference_mode():
+                generated = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=generation
+                )
+            for row, i in enumerate(batch):
+                outputs[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
+            if advance:
+                advance(len(batch))
+        return outputs
+
+    def release(self) -> None:
+        self._in_memory = None
+
+
+def _fingerprint(model) -> str:
+    """A cheap checksum of all weights: tells base weights from trained ones in the training record."""
+    torch = _import_torch()
+    with torch.no_grad():
+        total = sum(float(p.detach().double().abs().sum()) for p in model.parameters())
+    return f"{total:.6e}"

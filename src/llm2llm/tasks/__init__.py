@@ -1,0 +1,63 @@
+"""Task types: everything task-specific (prompts, targets, grading, teacher prompt and reply parsing) lives here.
+
+The loop, students and teachers only see chat messages and strings. A task is built from the config and the
+seed set (classification infers its labels from the seeds). Add a task type with a class that follows `Task`
+and either a `TASKS` entry or `task.type: package.module:Class`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from llm2llm.config import TaskConfig
+from llm2llm.data import Example
+from llm2llm.plugins import load_class
+
+Messages = list[dict[str, str]]
+
+
+class Rejected(Exception):
+    """A teacher reply that must not be trained on; `reason` is a short code counted in metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Task(Protocol):
+    name: str
+    max_new_tokens: int  # enough for the student to write a full answer
+
+    def validate(self, examples: list[Example]) -> None:
+        """Raise DataError (naming file:line) for an example this task cannot use."""
+
+    def student_messages(self, example: Example) -> Messages:
+        """The prompt, used for training and evaluation alike."""
+
+    def target(self, example: Example) -> str:
+        """What the student should answer; the loss is on these tokens only."""
+
+    def is_correct(self, example: Example, output: str) -> bool:
+        """Grade a raw student output."""
+
+    def extract_answer(self, output: str) -> str | None:
+        """The answer in a raw output, or None when there is none."""
+
+    def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
+        """Ask for one new example that tests the same skill as `wrong` (a seed example)."""
+
+    def parse_teacher_reply(self, reply: str, parent: Example) -> tuple[str, str]:
+        """(text, label) of the new example, or raise Rejected(reason)."""
+
+    def dedup_key(self, text: str) -> str:
+        """Normalised text used to find copies and exact duplicates."""
+
+
+TASKS = {"classification": "llm2llm.tasks.classification:ClassificationTask"}
+
+
+def build_task(config: TaskConfig, seeds: list[Example]) -> Task:
+    task = load_class(config.type, TASKS, "task.type")(config, seeds)
+    task.validate(seeds)
+    return task

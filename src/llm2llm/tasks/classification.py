@@ -1,0 +1,107 @@
+"""Text classification (SST-2, TREC, SNIPS, the demo's ticket routing): the student answers with a label name."""
+
+from __future__ import annotations
+
+import re
+
+from llm2llm.config import TaskConfig
+from llm2llm.data import Example
+from llm2llm.errors import ConfigError, DataError
+from llm2llm.tasks import Messages, Rejected
+
+
+def normalize(text: str) -> str:
+    """Lowercase, unify separators, drop punctuation: 'Get_Weather.' and 'get weather' match."""
+    text = re.sub(r"[_\-/]+", " ", text.lower())
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
+
+
+class ClassificationTask:
+    name = "classification"
+    max_new_tokens = 12
+
+    def __init__(self, config: TaskConfig, seeds: list[Example]) -> None:
+        self.description = config.description.strip()
+        self.labels = list(config.labels) if config.labels else sorted({seed.label for seed in seeds})
+        if len(self.labels) < 2:
+            raise ConfigError(f"task.labels: a classifier needs at least 2 labels, got {self.labels}")
+        self._by_normal = {normalize(label): label for label in self.labels}
+        if len(self._by_normal) != len(self.labels):
+            raise ConfigError(f"task.labels: labels collide after normalisation: {self.labels}")
+        self.context_examples = config.teacher_context_examples
+        # Longest label in words bounds the answer; a little slack covers tokenisation.
+        self.max_new_tokens = max(8, 4 * max(len(label.split()) + len(label) // 4 for label in self.labels))
+
+    # ── student side ────────────────────────────────────────────────────────────────────────────
+    def validate(self, examples: list[Example]) -> None:
+        for example in examples:
+            if example.label not in self.labels:
+                raise DataError(
+                    f"{example.source or example.id}: unknown label {example.label!r}; "
+                    f"known labels: {', '.join(self.labels)} (set task.labels to change them)"
+                )
+
+    def student_messages(self, example: Example) -> Messages:
+        labels = ", ".join(self.labels)
+        return [
+            {"role": "system", "content": f"{self.description} Answer with one label from: {labels}."},
+            {"role": "user", "content": example.text},
+        ]
+
+    def target(self, example: Example) -> str:
+        return example.label
+
+    def extract_answer(self, output: str) -> str | None:
+        first_line = normalize(output.strip().split("\n")[0]) if output.strip() else ""
+        if first_line in self._by_normal:
+            return self._by_normal[first_line]
+        # Accept "Label: billing" or "billing." but not an answer naming two labels.
+        mentioned = {label for normal, label in self._by_normal.items() if re.search(rf"\b{re.escape(normal)}\b", first_line)}
+        return mentioned.pop() if len(mentioned) == 1 else None
+
+    def is_correct(self, example: Example, output: str) -> bool:
+        return self.extract_answer(output) == example.label
+
+    # ── teacher side ────────────────────────────────────────────────────────────────────────────
+    def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
+        others = [example for example in context if example.label == wrong.label and example.id != wrong.id]
+        shown = "".join(f"- {example.text}\n" for example in others[: self.context_examples])
+        system = (
+            "You write training data for a text classifier.\n"
+            f"Task: {self.description}\nLabels: {', '.join(self.labels)}.\n"
+            "A student model misclassified the example below. Write ONE new example that tests the same "
+            "distinction, so the student learns it. Use new wording, names and details; do not copy or "
+            "paraphrase the example closely. The new text must clearly belong to the given label.\n"
+            "Reply in exactly this format and nothing else:\nText: <the new text>\nLabel: <label>"
+        )
+        user = f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n"
+        if shown:
+            user += f"\nOther examples labelled {wrong.label}:\n{shown}"
+        user += f"\nWrite one new example labelled {wrong.label}."
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def parse_teacher_reply(self, reply: str, parent: Example) -> tuple[str, str]:
+        clean = reply.replace("**", "").replace("__", "")  # chat models like markdown bold around field names
+        text_marker = re.search(r"(?im)^[ \t]*text[ \t]*:[ \t]*", clean)
+        if text_marker is None:
+            raise Rejected("unparsable", "no 'Text:' line")
+        rest = clean[text_marker.end() :]
+        label_line = re.search(r"(?im)^[ \t]*label[ \t]*:[ \t]*(.*)$", rest)
+        text = (rest[: label_line.start()] if label_line else rest).strip().strip('"“”').strip()
+        if not text:
+            raise Rejected("empty_text")
+        label = parent.label
+        if label_line is not None:
+            written = self.extract_answer(label_line.group(1))
+            if written is None:
+                raise Rejected("unknown_label", label_line.group(1).strip()[:40])
+            if written != parent.label:
+                # The teacher drifted to another class: its text no longer tests the student's mistake.
+                raise Rejected("label_changed", f"{parent.label} -> {written}")
+        if self.dedup_key(text) == self.dedup_key(parent.text):
+            raise Rejected("copy_of_seed")
+        return text, label
+
+    def dedup_key(self, text: str) -> str:
+        return normalize(text)

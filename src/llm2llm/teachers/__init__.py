@@ -1,0 +1,129 @@
+"""Teachers turn chat messages into replies; `generate` adds the cache, concurrency and progress around them.
+
+A teacher knows nothing of tasks. Every reply is stored in a SQLite cache keyed by a hash of the model, the
+messages, the sampling parameters and the sample index, as soon as it arrives, so a crashed or interrupted run
+never pays for the same request twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from llm2llm.config import TeacherConfig
+from llm2llm.data import content_hash
+from llm2llm.plugins import load_class
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    messages: Messages
+    sample_index: int = 0  # the k-th sample for the same messages
+    round: int = 0  # the loop iteration: a seed still wrong later gets a fresh sample, not the cached one
+
+
+@dataclass
+class TeacherReply:
+    text: str
+    finish_reason: str | None = None  # "stop", "length" (truncated), ...
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # set when the request failed after its retries
+    cached: bool = False
+
+
+class Teacher(Protocol):
+    name: str  # model identity: recorded in each example's lineage and in the cache key
+
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters that change the reply (part of the cache key)."""
+
+    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        """One reply. Raise TeacherError for failures no retry can fix (bad key, unknown model)."""
+
+    def close(self) -> None: ...
+
+
+TEACHERS = {
+    "openai": "llm2llm.teachers.openai_compat:OpenAITeacher",
+    "local": "llm2llm.teachers.openai_compat:LocalTeacher",
+    "hf": "llm2llm.teachers.hf:HFTeacher",
+}
+
+
+def build_teacher(config: TeacherConfig, seed: int) -> Teacher:
+    return load_class(config.type, TEACHERS, "teacher.type")(config, seed)
+
+
+def request_key(teacher: Teacher, request: TeacherRequest) -> str:
+    return content_hash(teacher.name, request.messages, teacher.params(), request.sample_index, request.round, length=32)
+
+
+class ReplyCache:
+    """request key -> reply, in one SQLite file; written from the calling thread only."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path)
+        self.connection.execute(
+            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, request TEXT, reply TEXT,"
+            " created TEXT DEFAULT CURRENT_TIMESTAMP)"
+        )
+        self.connection.commit()
+
+    def get(self, key: str) -> TeacherReply | None:
+        row = self.connection.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return TeacherReply(**{**json.loads(row[0]), "cached": True}) if row else None
+
+    def put(self, key: str, model: str, request: TeacherRequest, reply: TeacherReply) -> None:
+        record = {k: v for k, v in asdict(reply).items() if k != "cached"}
+        self.connection.execute(
+            "INSERT OR REPLACE INTO replies (key, model, request, reply) VALUES (?, ?, ?, ?)",
+            (key, model, json.dumps(asdict(request), ensure_ascii=False), json.dumps(record, ensure_ascii=False)),
+        )
+        self.connection.commit()
+
+    def __len__(self) -> int:
+        return self.connection.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def generate(
+    teacher: Teacher,
+    requests: list[TeacherRequest],
+    cache: ReplyCache,
+    *,
+    max_concurrency: int = 1,
+    advance: Callable[[int], None] | None = None,
+) -> list[tuple[str, TeacherReply]]:
+    """(request key, reply) for each request, in order. Cached replies are reused; failed ones are not cached."""
+    keys = [request_key(teacher, request) for request in requests]
+    replies: list[TeacherReply | None] = [cache.get(key) for key in keys]
+    if advance:
+        advance(sum(reply is not None for reply in replies))
+    missing = [i for i, reply in enumerate(replies) if reply is None]
+    if missing:
+        with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+            # The per-request seed comes from the key: the same request samples the same way on every run.
+            futures = {pool.submit(teacher.complete, requests[i], int(keys[i][:8], 16)): i for i in missing}
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    reply = future.result()
+                    if reply.error is None:
+                        cache.put(keys[i], teacher.name, requests[i], reply)
+                    replies[i] = reply
+                    if advance:
+                        advance(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    return list(zip(keys, replies))  # type: ignore[arg-type]

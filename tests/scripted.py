@@ -1,0 +1,41 @@
+"""A scripted teacher for loop tests: deterministic replies, call counting, optional injected failure."""
+
+from __future__ import annotations
+
+import re
+
+from llm2llm.teachers import TeacherReply, TeacherRequest
+
+
+class ScriptedTeacher:
+    """Writes 'Text: <seed text> (variant k, seed s)' with the seed's label.
+
+    About one request in four (chosen by its seed, so the same request always gets the same reply) gets the
+    seed text back unchanged, so rejection is exercised too.
+    `calls` counts requests that reached the teacher (cache hits never do).
+    """
+
+    calls: list[str] = []  # class-level so tests see calls made through a config-built instance
+
+    def __init__(self, config=None, seed: int = 0) -> None:
+        self.name = "scripted-teacher"
+        self.fail_after: int | None = None
+
+    def params(self) -> dict:
+        return {"temperature": 0.7}
+
+    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        if self.fail_after is not None and len(ScriptedTeacher.calls) >= self.fail_after:
+            raise RuntimeError("injected teacher crash")
+        user = request.messages[-1]["content"]
+        text = re.search(r"Text: (.*)", user).group(1)
+        label = re.search(r"Label: (.*)", user).group(1)
+        ScriptedTeacher.calls.append(text)
+        if seed % 4 == 0:
+            reply = f"Text: {text}\nLabel: {label}"
+        else:
+            reply = f"Text: {text} (variant {request.sample_index}, {seed % 1000})\nLabel: {label}"
+        return TeacherReply(text=reply, finish_reason="stop", prompt_tokens=len(user.split()), completion_tokens=len(reply.split()))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,103 @@
+"""Classification task: answer extraction, teacher-reply parsing, and one prompt for training and evaluation."""
+
+import pytest
+
+from llm2llm.config import TaskConfig
+from llm2llm.data import Example
+from llm2llm.errors import DataError
+from llm2llm.tasks import Rejected, build_task
+
+LABELS = ["billing", "get_weather", "technical"]
+
+
+def example(text="My card was charged twice", label="billing", **kwargs):
+    return Example(id=kwargs.pop("id", "seed-1"), text=text, label=label, origin="seed", **kwargs)
+
+
+@pytest.fixture
+def task():
+    return build_task(TaskConfig(labels=LABELS), [example()])
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("billing", "billing"),
+        ("Billing.", "billing"),
+        ("  BILLING  ", "billing"),
+        ("get weather", "get_weather"),
+        ("Get-Weather", "get_weather"),
+        ("GetWeather", None),  # not the same words
+        ("Label: technical", "technical"),
+        ("technical\nbecause the app crashes", "technical"),
+        ("billing or technical", None),  # two labels: no answer
+        ("shipping", None),
+        ("", None),
+        ("I am not sure", None),
+    ],
+)
+def test_extract_answer(task, output, expected):
+    assert task.extract_answer(output) == expected
+
+
+def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
+    seeds = [example(label="b", id="1", source="s.jsonl:1"), example(label="a", id="2", source="s.jsonl:2")]
+    assert build_task(TaskConfig(), seeds).labels == ["a", "b"]
+    with pytest.raises(DataError, match=r"s\.jsonl:7: unknown label 'c'"):
+        build_task(TaskConfig(labels=["a", "b"]), seeds + [example(label="c", id="3", source="s.jsonl:7")])
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("Text: I was billed for a plan I cancelled\nLabel: billing", ("I was billed for a plan I cancelled", "billing")),
+        ('**Text:** "Why is there a $5 fee on my invoice?"\n**Label:** Billing', ("Why is there a $5 fee on my invoice?", "billing")),
+        ("Sure! Here it is:\nText: Refund my duplicate payment please\nLabel: billing\n", ("Refund my duplicate payment please", "billing")),
+        ("Text: Two lines of\ncomplaint about charges\nLabel: billing", ("Two lines of\ncomplaint about charges", "billing")),
+        ("Text: A charge I do not recognise", ("A charge I do not recognise", "billing")),  # label line omitted
+    ],
+)
+def test_parse_good_teacher_replies(task, reply, expected):
+    assert task.parse_teacher_reply(reply, example()) == expected
+
+
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        ("Here is a new example about billing.", "unparsable"),
+        ("Text:   \nLabel: billing", "empty_text"),
+        ("Text: My app keeps crashing\nLabel: technical", "label_changed"),
+        ("Text: Where is my parcel\nLabel: shipping", "unknown_label"),
+        ("Text: my card was charged TWICE!\nLabel: billing", "copy_of_seed"),
+    ],
+)
+def test_reject_bad_teacher_replies(task, reply, reason):
+    with pytest.raises(Rejected) as caught:
+        task.parse_teacher_reply(reply, example())
+    assert caught.value.reason == reason
+
+
+def test_teacher_prompt_shows_the_wrong_example_and_same_label_context(task):
+    wrong = example()
+    context = [wrong, example("Invoice total is wrong", id="2"), example("App crashes", "technical", id="3")]
+    messages = task.teacher_messages(wrong, context)
+    user = messages[-1]["content"]
+    assert "Text: My card was charged twice" in user and "Label: billing" in user
+    assert "Invoice total is wrong" in user and "App crashes" not in user
+    assert all(label in messages[0]["content"] for label in LABELS)
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_render_the_same_prompt(task, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    from llm2llm.students.hf import IGNORE_INDEX, encode_pair, encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    messages = task.student_messages(example())
+    input_ids, labels = encode_pair(tokenizer, messages, task.target(example()), max_length=512)
+    prompt_ids = encode_prompt(tokenizer, messages)
+    n_prompt = sum(1 for label in labels if label == IGNORE_INDEX)
+    assert input_ids[:n_prompt] == prompt_ids  # the evaluation prompt is exactly the training prefix
+    assert tokenizer.decode(input_ids[n_prompt:], skip_special_tokens=True) == "billing"
+    assert input_ids[-1] == tokenizer.eos_token_id

@@ -1,0 +1,143 @@
+"""The command line as a user meets it: exit codes, messages without tracebacks, every README command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llm2llm.cli import app
+
+from conftest import SEED_ROWS, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture
+def tiny_run_args(tmp_path, data_files, tiny_model_dir):
+    seeds, test = data_files
+    return [
+        f"output_dir={tmp_path / 'runs'}", f"data.seed_path={seeds}", f"data.test_path={test}", f"student.model={tiny_model_dir}",
+        "student.epochs=1", "teacher.type=scripted:ScriptedTeacher",
+    ]
+
+
+@pytest.mark.parametrize(
+    "make_file, message",
+    [
+        (lambda p: p.write_text('{"text": "a", "label": "x"}\n{"text": oops}\n'), r"seeds\.jsonl:2: not valid JSON"),
+        (lambda p: p.write_text('{"text": "a", "label": "x"}\n{"txt": "b", "label": "y"}\n'), r"seeds\.jsonl:2: missing field 'text'"),
+        (lambda p: p.write_text(""), r"seeds\.jsonl: no examples found"),
+        (lambda p: write_jsonl(p, SEED_ROWS + [{"text": "hi", "label": "sales"}]), r"seeds\.jsonl:10: unknown label 'sales'"),
+    ],
+    ids=["malformed-jsonl", "missing-field", "empty-file", "unknown-label"],
+)
+def test_bad_input_exits_2_naming_file_line_and_field(tmp_path, make_file, message):
+    seeds = tmp_path / "seeds.jsonl"
+    make_file(seeds)
+    result = invoke("demo", f"data.seed_path={seeds}", "task.labels=[billing, shipping, technical]", f"output_dir={tmp_path}")
+    assert result.exit_code == 2, result.output
+    assert re.search(message, " ".join(result.output.split())), result.output
+
+
+def test_bad_yaml_key_exits_2(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\nstudent:\n  epochs: 2\n  lerning_rate: 0.1\n")
+    result = invoke("run", str(config))
+    assert result.exit_code == 2
+    assert "student.lerning_rate: unknown key" in result.output
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = invoke("run", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2 and "cannot read config file" in result.output
+
+
+def test_config_command_shows_resolved_config_and_keys():
+    result = invoke("config", "loop.iterations=7")
+    assert result.exit_code == 0 and "iterations: 7" in result.output
+    keys = invoke("config", "--keys")
+    assert "teacher.api_key_env" in keys.output and "student.lora.r" in keys.output
+
+
+def test_models_lists_bundled_aliases():
+    result = invoke("models")
+    assert result.exit_code == 0
+    assert "smollm2-135m-instruct" in result.output and "qwen2.5-coder-1.5b-instruct" in result.output
+
+
+@pytest.mark.slow
+def test_run_status_report_and_changed_config(tmp_path, tiny_run_args):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\nloop:\n  iterations: 2\n")
+    result = invoke("run", str(config), *tiny_run_args, "--quiet")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "tiny"
+    assert "completed 2 iterations" in result.output
+    assert (run_dir / "report.md").is_file() and (run_dir / "accuracy.png").stat().st_size > 1000
+
+    status = invoke("status", str(run_dir))
+    assert status.exit_code == 0 and "finished" in status.output
+
+    report = invoke("report", str(run_dir))
+    assert report.exit_code == 0 and "seed" in report.output and "test" in report.output
+
+    changed = invoke("run", str(config), *tiny_run_args, "student.epochs=2", "--quiet")
+    assert changed.exit_code == 2 and "student.epochs" in changed.output and "--force" in changed.output
+
+
+@pytest.mark.slow
+def test_demo_command_through_the_installed_entry_point(tmp_path, tiny_run_args):
+    """`python -m llm2llm demo` in a real process: the README's demo command, on a tiny student."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run(
+        [sys.executable, "-m", "llm2llm", "demo", *tiny_run_args, "loop.iterations=1", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "completed 1 iterations" in result.stdout
+    assert (tmp_path / "runs" / "demo" / "iter_000" / "test_predictions.jsonl").is_file()
+
+
+def test_status_of_a_missing_run_exits_2(tmp_path):
+    result = invoke("status", str(tmp_path / "nothing"))
+    assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def test_every_readme_command_exists():
+    """Each `llm2llm <command> [--flag]` in the README is a real command with real flags (and is tested above)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    readme = (REPO / "README.md").read_text()
+    lines = [line.split("#")[0].split() for line in readme.splitlines() if line.lstrip().startswith("llm2llm ")]
+    assert len(lines) >= 8
+    for words in lines:
+        command = group.commands.get(words[1])
+        assert command is not None, f"README uses unknown command {words[1]!r}"
+        options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        for flag in (w for w in words[2:] if w.startswith("--")):
+            assert flag in options, f"README uses unknown flag {flag} of {words[1]}"
+    tested = {"run", "demo", "status", "report", "config", "models"}
+    assert {words[1] for words in lines} <= tested
+
+
+@pytest.mark.slow
+def test_models_prepare_verifies_and_converts(smollm2_dir):
+    result = invoke("models", "--prepare", "smollm2-135m-instruct")
+    assert result.exit_code == 0
+    assert "GGUF verified" in result.output and "trainable copy" in result.output
+    bad = invoke("models", "--prepare", "no-such-model")
+    assert bad.exit_code == 2 and "neither a bundled alias" in bad.output

@@ -1,0 +1,73 @@
+"""Config: defaults, YAML + overrides, errors that name the key, every shipped config loads."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from llm2llm.config import Config, load_config
+from llm2llm.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_offline_demo():
+    config = load_config()
+    assert config.student.model == "smollm2-135m-instruct"
+    assert config.teacher.type == "local"
+    assert config.data.seed_path == "demo:seeds.jsonl"
+
+
+def test_overrides_win_over_yaml_and_parse_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\nloop:\n  iterations: 5\nstudent:\n  finetune: full\n")
+    config = load_config(path, ["loop.iterations=3", "student.lora.target_modules=[q_proj, v_proj]", "eval.test_every_iteration=true"])
+    assert config.name == "a"
+    assert config.loop.iterations == 3
+    assert config.student.finetune == "full"
+    assert config.student.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.eval.test_every_iteration is True
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["student.lorra.r=4"], "student.lorra: unknown key"),
+        (["loop.iterations=0"], "loop.iterations: Input should be greater than or equal to 1"),
+        (["student.finetune=qlora"], "student.finetune"),
+        (["nonsense"], "not of the form key.sub=value"),
+        (["name.sub=1"], "name: Input should be a valid string"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(None, overrides)
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstudent:\n  model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: not valid YAML"):
+        load_config(path)
+
+
+def test_unknown_key_in_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher:\n  modle: gpt\n")
+    with pytest.raises(ConfigError, match=r"teacher\.modle: unknown key"):
+        load_config(path)
+
+
+def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["data.seed_path=seeds.jsonl", "output_dir=out"])
+    assert config.data.seed_path == str(tmp_path / "seeds.jsonl")
+    assert config.run_dir == tmp_path / "out" / "demo"
+    assert config.data.test_path == "demo:test.jsonl"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    first_line = path.read_text().splitlines()[0]
+    assert first_line.startswith("# llm2llm run configs/"), "each config opens with the command that runs it"
+    assert isinstance(load_config(path), Config)

@@ -1,0 +1,74 @@
+"""Loading examples: JSONL and CSV, column mapping, stable ids, errors naming file, line and field."""
+
+import pytest
+
+from llm2llm.data import load_examples
+from llm2llm.errors import DataError
+
+from conftest import SEED_ROWS, write_jsonl
+
+
+def load(path, **kwargs):
+    return load_examples(str(path), text_field=kwargs.pop("text_field", "text"), label_field=kwargs.pop("label_field", "label"), origin="seed", **kwargs)
+
+
+def test_jsonl_ids_are_stable_and_carry_the_source(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", SEED_ROWS)
+    first = load(path)
+    reordered = load(write_jsonl(tmp_path / "r.jsonl", list(reversed(SEED_ROWS))))
+    assert len(first) == len(SEED_ROWS)
+    assert {e.id for e in first} == {e.id for e in reordered}  # content ids survive reordering
+    assert first[1].source == f"{path}:2"
+    assert first[0].origin == "seed" and first[0].parent_id is None
+
+
+def test_duplicate_rows_get_distinct_ids(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [SEED_ROWS[0], SEED_ROWS[0]])
+    ids = [e.id for e in load(path)]
+    assert len(set(ids)) == 2 and ids[1] == ids[0] + "-2"
+
+
+def test_csv_with_column_mapping(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text('sentence,intent\n"hello, world",greet\nbye,leave\n')
+    examples = load(path, text_field="sentence", label_field="intent")
+    assert [(e.text, e.label) for e in examples] == [("hello, world", "greet"), ("bye", "leave")]
+    assert examples[1].source.endswith("s.csv:3")
+
+
+def test_limit(tmp_path):
+    assert len(load(write_jsonl(tmp_path / "s.jsonl", SEED_ROWS), limit=4)) == 4
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', r"s\.jsonl:2: not valid JSON"),
+        ('{"text": "a", "label": "x"}\n\n{"text": "b"}\n', r"s\.jsonl:3: missing field 'label' \(fields found: text\)"),
+        ('{"text": "", "label": "x"}\n', r"s\.jsonl:1: field 'text' is empty"),
+        ('["a", "x"]\n', r"s\.jsonl:1: expected a JSON object"),
+        ('{"text": {"a": 1}, "label": "x"}\n', r"s\.jsonl:1: field 'text' must be a string"),
+        ("", r"no examples found"),
+    ],
+)
+def test_bad_files_name_file_line_and_field(tmp_path, content, message):
+    path = tmp_path / "s.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load(path)
+
+
+def test_missing_file_and_unknown_type(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load(tmp_path / "nope.jsonl")
+    (tmp_path / "x.parquet").write_text("x")
+    with pytest.raises(DataError, match="use .jsonl or .csv"):
+        load(tmp_path / "x.parquet")
+
+
+def test_bundled_demo_data():
+    seeds = load_examples("demo:seeds.jsonl", text_field="text", label_field="label", origin="seed")
+    test = load_examples("demo:test.jsonl", text_field="text", label_field="label", origin="test")
+    assert len(seeds) == 30 and len(test) == 150
+    assert {e.label for e in seeds} == {e.label for e in test}
+    assert not {e.text for e in seeds} & {e.text for e in test}

@@ -1,0 +1,162 @@
+"""The loop with a tiny random 2-layer student and a scripted teacher: lineage, growth, seed-only evaluation,
+from-scratch training, and resume after a crash inside every stage without repeating a teacher request."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import llm2llm.loop
+from llm2llm.config import load_config
+from llm2llm.data import read_examples, read_jsonl
+from llm2llm.loop import run
+from llm2llm.runstore import RunStore
+from llm2llm.students.hf import HFStudent
+
+from scripted import ScriptedTeacher
+
+ITERATIONS = 3
+
+
+class Boom(Exception):
+    """An injected crash."""
+
+
+def _overrides(seeds, test, model_dir):
+    return [
+        f"data.seed_path={seeds}", f"data.test_path={test}", f"student.model={model_dir}", "student.finetune=full",
+        "student.epochs=1", "student.batch_size=4", "student.learning_rate=1e-3", "student.keep_checkpoints=all",
+        "teacher.type=scripted:ScriptedTeacher", "teacher.samples_per_wrong=2", f"loop.iterations={ITERATIONS}",
+        "eval.test_every_iteration=true",
+    ]
+
+
+@pytest.fixture
+def config(tmp_path, data_files, tiny_model_dir):
+    return load_config(None, [*_overrides(*data_files, tiny_model_dir), f"output_dir={tmp_path / 'runs'}", "name=t"])
+
+
+@pytest.fixture(autouse=True)
+def reset_teacher_calls():
+    ScriptedTeacher.calls = []
+
+
+def final_data(store):
+    """D_{n-1} as data: everything but `source`, which names the (temporary) seed file."""
+    return [e.model_dump(exclude={"source"}) for e in read_examples(store.root / f"iter_{ITERATIONS - 1:03d}" / "train.jsonl")]
+
+
+def test_loop_lineage_growth_and_seed_only_evaluation(config):
+    store = run(config)
+    seeds = read_examples(store.root / "iter_000" / "train.jsonl")
+    seed_ids = [seed.id for seed in seeds]
+    assert store.state()["finished"]
+    total_generated = 0
+    for i in range(ITERATIONS):
+        it = store.root / f"iter_{i:03d}"
+        predictions = read_jsonl(it / "seed_predictions.jsonl")
+        assert [row["id"] for row in predictions] == seed_ids  # only the seed set D_0 is evaluated
+        assert len(read_jsonl(it / "test_predictions.jsonl")) == 4
+        if i == ITERATIONS - 1:
+            assert not (it / "generated.jsonl").exists()  # the last iteration trains nobody: no teacher cost
+            break
+        wrong = read_examples(it / "wrong.jsonl")
+        assert [w.id for w in wrong] == [row["id"] for row in predictions if not row["correct"]]
+        generated = read_examples(it / "generated.jsonl")
+        rejected = read_jsonl(it / "rejected.jsonl")
+        metrics = store.metrics(i)
+        assert metrics["requests"] == 2 * len(wrong) == len(generated) + len(rejected)
+        assert metrics["rejected_by_reason"] == {r: sum(x["reason"] == r for x in rejected) for r in {x["reason"] for x in rejected}}
+        for example in generated:
+            assert example.origin == "teacher" and example.iteration == i
+            assert example.parent_id in seed_ids  # generated from seed examples only, never from generated ones
+            assert example.teacher == "scripted-teacher" and example.prompt_hash
+        # D_{i+1} = D_i + accepted, in that order
+        train_now = read_examples(it / "train.jsonl")
+        train_next = read_examples(store.root / f"iter_{i + 1:03d}" / "train.jsonl")
+        assert [e.id for e in train_next] == [e.id for e in train_now] + [e.id for e in generated]
+        total_generated += len(generated)
+    assert total_generated > 0
+    assert {r["reason"] for i in range(ITERATIONS - 1) for r in read_jsonl(store.root / f"iter_{i:03d}" / "rejected.jsonl")} >= {"copy_of_seed"}
+    # every accepted example's prompt hash is a cached request
+    with sqlite3.connect(store.cache_path) as db:
+        cached = {row[0] for row in db.execute("SELECT key FROM replies")}
+    assert all(e["prompt_hash"] in cached for e in final_data(store) if e["origin"] == "teacher")
+    assert len(cached) == len(ScriptedTeacher.calls)
+
+
+def test_each_iteration_trains_from_the_base_weights(config):
+    store = run(config)
+    metrics = [store.metrics(i) for i in range(ITERATIONS)]
+    assert len({m["base_fingerprint"] for m in metrics}) == 1  # every iteration starts from the same weights
+    assert all(m["trained_fingerprint"] != m["base_fingerprint"] for m in metrics)
+    assert [m["train_examples"] for m in metrics] == sorted(m["train_examples"] for m in metrics)
+    assert metrics[-1]["train_examples"] > metrics[0]["train_examples"]
+
+
+def _inject(stage: str, monkeypatch, teacher: ScriptedTeacher, reference_calls_iter0: int):
+    """Make the given stage of iteration 1 raise half-way."""
+    counters = {"train": 0, "predict": 0}
+    original_train, original_predict = HFStudent.train, HFStudent.predict
+
+    def train(self, *args, **kwargs):
+        counters["train"] += 1
+        if stage == "finetune" and counters["train"] == 2:
+            raise Boom
+        return original_train(self, *args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        counters["predict"] += 1  # per iteration: seeds, then test
+        if (stage, counters["predict"]) in (("evaluate", 3), ("test", 4)):
+            raise Boom
+        return original_predict(self, *args, **kwargs)
+
+    original_write = llm2llm.loop.write_jsonl
+
+    def write_jsonl(path, rows):
+        if (stage, path.parent.name, path.name) in (("filter", "iter_001", "wrong.jsonl"), ("append", "iter_002", "train.jsonl")):
+            raise Boom
+        return original_write(path, rows)
+
+    monkeypatch.setattr(HFStudent, "train", train)
+    monkeypatch.setattr(HFStudent, "predict", predict)
+    monkeypatch.setattr(llm2llm.loop, "write_jsonl", write_jsonl)
+    if stage == "generate":
+        teacher.fail_after = reference_calls_iter0 + 1  # some replies of iteration 1 are already cached
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model_dir):
+    """One uninterrupted run to compare resumed runs with."""
+    from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
+
+    root = tmp_path_factory.mktemp("reference")
+    ScriptedTeacher.calls = []
+    seeds, test = write_jsonl(root / "seeds.jsonl", SEED_ROWS), write_jsonl(root / "test.jsonl", TEST_ROWS)
+    config = load_config(None, [*_overrides(seeds, test, tiny_model_dir), f"output_dir={root / 'runs'}", "name=reference"])
+    store = run(config)
+    return store, list(ScriptedTeacher.calls)
+
+
+@pytest.mark.parametrize("stage", ["finetune", "evaluate", "test", "filter", "generate", "append"])
+def test_resume_after_a_crash_in_each_stage(stage, config, reference, monkeypatch):
+    reference_store, reference_calls = reference
+    teacher = ScriptedTeacher()
+    with monkeypatch.context() as patch:
+        _inject(stage, patch, teacher, reference_store.metrics(0)["requests"])
+        with pytest.raises((Boom, RuntimeError)):
+            run(config, teacher=teacher)
+    crashed = RunStore(config.run_dir)
+    assert not crashed.state()["finished"]
+    finished_before = crashed.state()["iterations"]
+
+    store = run(config)  # the same command again
+    assert store.state()["finished"]
+    assert final_data(store) == final_data(reference_store)
+    # Across the crashed and the resumed attempt, exactly the reference's requests reached the teacher:
+    # none was sent twice (replies that arrived before the crash came from the cache), none is missing.
+    assert sorted(ScriptedTeacher.calls) == sorted(reference_calls)
+    for iteration, stages in finished_before.items():  # stages finished before the crash were not redone
+        for name, info in stages.items():
+            assert store.info(int(iteration), name) == info
