@@ -160,3 +160,13 @@ def test_resume_after_a_crash_in_each_stage(stage, config, reference, monkeypatc
     for iteration, stages in finished_before.items():  # stages finished before the crash were not redone
         for name, info in stages.items():
             assert store.info(int(iteration), name) == info
+
+
+def test_a_changed_seed_file_is_refused_on_resume(config):
+    from conftest import SEED_ROWS, write_jsonl
+    from llm2llm.errors import RunStateError
+
+    run(config.model_copy(update={"loop": config.loop.model_copy(update={"iterations": 1})}))
+    write_jsonl(__import__("pathlib").Path(config.data.seed_path), SEED_ROWS[:-1])
+    with pytest.raises(RunStateError, match="seed file .* changed"):
+        run(config)

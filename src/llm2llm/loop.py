@@ -20,6 +20,7 @@ from pathlib import Path
 
 from llm2llm.config import Config
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
+from llm2llm.errors import RunStateError
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
 from llm2llm.students import Student, build_student
@@ -58,6 +59,11 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
     first_train = store.iter_dir(0) / "train.jsonl"
     if not first_train.is_file():
         write_jsonl(first_train, seeds)  # D_0 is the seed set
+    elif [e.id for e in read_examples(first_train)] != [e.id for e in seeds]:
+        raise RunStateError(
+            f"the seed file {config.data.seed_path} changed since {store.root} started (its D_0 differs); "
+            "restore it or start a new run with another name="
+        )
     for i in range(n):
         it = store.iter_dir(i)
         train_set = read_examples(it / "train.jsonl")

@@ -110,20 +110,19 @@ def generate(
         advance(sum(reply is not None for reply in replies))
     missing = [i for i, reply in enumerate(replies) if reply is None]
     if missing:
-        with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=max_concurrency)
+        try:
             # The per-request seed comes from the key: the same request samples the same way on every run.
             futures = {pool.submit(teacher.complete, requests[i], int(keys[i][:8], 16)): i for i in missing}
-            try:
-                for future in as_completed(futures):
-                    i = futures[future]
-                    reply = future.result()
-                    if reply.error is None:
-                        cache.put(keys[i], teacher.name, requests[i], reply)
-                    replies[i] = reply
-                    if advance:
-                        advance(1)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            for future in as_completed(futures):
+                i = futures[future]
+                reply = future.result()
+                if reply.error is None:
+                    cache.put(keys[i], teacher.name, requests[i], reply)
+                replies[i] = reply
+                if advance:
+                    advance(1)
+        finally:
+            # On Ctrl-C or a fatal error, drop queued requests instead of sending them.
+            pool.shutdown(wait=False, cancel_futures=True)
     return list(zip(keys, replies))  # type: ignore[arg-type]
