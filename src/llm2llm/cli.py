@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -58,6 +59,8 @@ def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: 
     from llm2llm.progress import RichUI, SilentUI
 
     config = load_config(config_path, overrides or [])
+    # transformers warns about its own deprecated attribute when peft/accelerate read it: not actionable for users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     def action() -> None:
         ui = SilentUI() if quiet else RichUI(err_console)
@@ -87,8 +90,11 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Resume even though the config changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """The embedded default: bundled SmolLM2-135M student, bundled Qwen2.5-Coder teacher, bundled ticket data."""
-    _guarded(lambda: _run(None, overrides, force, quiet))
+    """The embedded demo (configs/demo.yaml): bundled SmolLM2-135M student, Qwen2.5-Coder teacher, ticket data."""
+    from importlib import resources
+
+    demo_config = Path(str(resources.files("llm2llm") / "demo_data" / "demo.yaml"))
+    _guarded(lambda: _run(demo_config, overrides, force, quiet))
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Typed experiment config: YAML first, then `key.sub=value` overrides; unknown keys are errors naming the key.
 
-The defaults are the embedded demo: the bundled SmolLM2-135M student, a bundled Qwen2.5-Coder teacher served
-locally, and the bundled support-ticket data. `llm2llm demo` runs exactly `Config()`.
+The defaults run offline: the bundled SmolLM2-135M student (LoRA), a bundled Qwen2.5-Coder teacher served
+locally, and the bundled support-ticket data. `llm2llm demo` runs configs/demo.yaml, which is packaged.
 """
 
 from __future__ import annotations

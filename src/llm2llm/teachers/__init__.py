@@ -57,6 +57,11 @@ TEACHERS = {
 }
 
 
+def sampling_params(config: TeacherConfig, seed: int) -> dict[str, Any]:
+    """The parameters that change a reply, shared by all teachers (part of every cache key)."""
+    return {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens, "seed": seed}
+
+
 def build_teacher(config: TeacherConfig, seed: int) -> Teacher:
     return load_class(config.type, TEACHERS, "teacher.type")(config, seed)
 

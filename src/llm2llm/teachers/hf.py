@@ -7,7 +7,7 @@ from typing import Any
 
 from llm2llm.config import TeacherConfig
 from llm2llm.errors import TeacherError
-from llm2llm.teachers import TeacherReply, TeacherRequest
+from llm2llm.teachers import TeacherReply, TeacherRequest, sampling_params
 
 
 class HFTeacher:
@@ -20,8 +20,7 @@ class HFTeacher:
         self._lock = threading.Lock()
 
     def params(self) -> dict[str, Any]:
-        c = self.config
-        return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens, "seed": self.seed}
+        return sampling_params(self.config, self.seed)
 
     def _load(self):
         if self._loaded is None:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from llm2llm.config import TeacherConfig
 from llm2llm.errors import TeacherError
-from llm2llm.teachers import TeacherReply, TeacherRequest
+from llm2llm.teachers import TeacherReply, TeacherRequest, sampling_params
 
 
 def _is_local(base_url: str) -> bool:
@@ -29,8 +29,7 @@ class OpenAITeacher:
         self._connect_lock = threading.Lock()  # worker threads must not each start a client (or a server)
 
     def params(self) -> dict[str, Any]:
-        c = self.config
-        return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens, "seed": self.seed}
+        return sampling_params(self.config, self.seed)
 
     def _endpoint(self) -> tuple[str, str]:
         """(base_url, model name the server expects)."""
