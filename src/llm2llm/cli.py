@@ -61,6 +61,9 @@ def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: 
     config = load_config(config_path, overrides or [])
     # transformers warns about its own deprecated attribute when peft/accelerate read it: not actionable for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per weight load/save; ours show the stages instead
 
     def action() -> None:
         ui = SilentUI() if quiet else RichUI(err_console)
