@@ -58,7 +58,7 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):
-    assert task.parse_teacher_reply(reply, example()) == expected
+    assert task.parse_teacher_reply(reply, example()) == {"text": expected[0], "label": expected[1]}
 
 
 @pytest.mark.parametrize(

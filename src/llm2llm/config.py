@@ -38,6 +38,7 @@ class DataConfig(_Section):
     test_path: str | None = Field("demo:test.jsonl", description="Test set for the final evaluation (None: skip).")
     text_field: str = Field("text", description="Column holding the input text (question, prompt).")
     label_field: str = Field("label", description="Column holding the label or answer.")
+    choices_field: str | None = Field(None, description="multiple_choice: column holding the list of choices.")
     id_field: str | None = Field(None, description="Column with a stable example id (None: derived from content).")
     seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
     test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
@@ -82,7 +83,7 @@ class TeacherConfig(_Section):
         "qwen2.5-coder-1.5b-instruct",
         description="local: a .gguf path or bundled alias; openai: the served model name; hf: like student.model.",
     )
-    base_url: str | None = Field(None, description="openai: endpoint, e.g. https://api.openai.com/v1 or http://localhost:8000/v1.")
+    base_url: str | None = Field(None, description="openai: endpoint (None: https://api.openai.com/v1; vLLM e.g. http://localhost:8000/v1).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never stored).")
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)

@@ -49,6 +49,7 @@ def load_examples(
     text_field: str,
     label_field: str,
     origin: Literal["seed", "test"],
+    choices_field: str | None = None,
     id_field: str | None = None,
     limit: int | None = None,
 ) -> list[Example]:
@@ -73,13 +74,21 @@ def load_examples(
             values[role] = str(value).strip()
         if not values["text"]:
             raise DataError(f"{where}: field {text_field!r} is empty")
+        if choices_field is not None:
+            choices = row.get(choices_field)
+            if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
+                raise DataError(
+                    f"{where}: field {choices_field!r} must be a list of non-empty strings (data.choices_field), "
+                    f"got {json.dumps(choices)[:60]}"
+                )
+            values["choices"] = [c.strip() for c in choices]
         if id_field is not None:
             if id_field not in row:
                 raise DataError(f"{where}: missing id field {id_field!r} (set data.id_field: null to derive ids)")
             example_id = str(row[id_field])
         else:
             # Content-derived ids survive reordering and edits to other rows; repeats get a counter.
-            example_id = f"{origin}-{content_hash(values['text'], values['label'])}"
+            example_id = f"{origin}-{content_hash(*values.values())}"
         seen_ids[example_id] += 1
         if seen_ids[example_id] > 1:
             if id_field is not None:

@@ -32,12 +32,10 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
     """Set up a run from its config (or resume it) and run the loop. Parts can be passed in (tests, notebooks)."""
     ui = ui or SilentUI()
     store = RunStore(config.run_dir)
-    seeds = load_examples(config.data.seed_path, text_field=config.data.text_field, label_field=config.data.label_field,
-                          id_field=config.data.id_field, origin="seed", limit=config.data.seed_limit)
-    test = []
-    if config.data.test_path:
-        test = load_examples(config.data.test_path, text_field=config.data.text_field, label_field=config.data.label_field,
-                             id_field=config.data.id_field, origin="test", limit=config.data.test_limit)
+    data = config.data
+    columns = {"text_field": data.text_field, "label_field": data.label_field, "choices_field": data.choices_field, "id_field": data.id_field}
+    seeds = load_examples(data.seed_path, **columns, origin="seed", limit=data.seed_limit)
+    test = load_examples(data.test_path, **columns, origin="test", limit=data.test_limit) if data.test_path else []
     task = build_task(config.task, seeds)
     task.validate(test)
     store.open(config, force=force)
@@ -154,16 +152,16 @@ def _generate(config: Config, task: Task, teacher: Teacher, cache: ReplyCache, i
             reason = "empty_reply"
         else:
             try:
-                text, label = task.parse_teacher_reply(reply.text, parent)
+                fields = task.parse_teacher_reply(reply.text, parent)
             except Rejected as rejection:
                 reason, detail = rejection.reason, rejection.detail
             else:
-                if task.dedup_key(text) in known:
+                if task.dedup_key(fields["text"]) in known:
                     reason = "duplicate"
                 else:
-                    known.add(task.dedup_key(text))
+                    known.add(task.dedup_key(fields["text"]))
                     accepted.append(Example(
-                        id=f"gen-{iteration:03d}-{parent.id}-{request.sample_index}", text=text, label=label,
+                        id=f"gen-{iteration:03d}-{parent.id}-{request.sample_index}", **fields,
                         origin="teacher", parent_id=parent.id, iteration=iteration, teacher=teacher.name, prompt_hash=key,
                     ))
         if reason:

@@ -7,7 +7,7 @@ and either a `TASKS` entry or `task.type: package.module:Class`.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from llm2llm.config import TaskConfig
 from llm2llm.data import Example
@@ -47,14 +47,18 @@ class Task(Protocol):
     def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
         """Ask for one new example that tests the same skill as `wrong` (a seed example)."""
 
-    def parse_teacher_reply(self, reply: str, parent: Example) -> tuple[str, str]:
-        """(text, label) of the new example, or raise Rejected(reason)."""
+    def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, Any]:
+        """Fields of the new example ({"text", "label"} and, for multiple choice, "choices"), or raise Rejected."""
 
     def dedup_key(self, text: str) -> str:
         """Normalised text used to find copies and exact duplicates."""
 
 
-TASKS = {"classification": "llm2llm.tasks.classification:ClassificationTask"}
+TASKS = {
+    "classification": "llm2llm.tasks.classification:ClassificationTask",
+    "multiple_choice": "llm2llm.tasks.multiple_choice:MultipleChoiceTask",
+    "math": "llm2llm.tasks.math:MathTask",
+}
 
 
 def build_task(config: TaskConfig, seeds: list[Example]) -> Task:

@@ -81,7 +81,7 @@ class ClassificationTask:
         user += f"\nWrite one new example labelled {wrong.label}."
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    def parse_teacher_reply(self, reply: str, parent: Example) -> tuple[str, str]:
+    def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, str]:
         clean = reply.replace("**", "").replace("__", "")  # chat models like markdown bold around field names
         text_marker = re.search(r"(?im)^[ \t]*text[ \t]*:[ \t]*", clean)
         if text_marker is None:
@@ -101,7 +101,7 @@ class ClassificationTask:
                 raise Rejected("label_changed", f"{parent.label} -> {written}")
         if self.dedup_key(text) == self.dedup_key(parent.text):
             raise Rejected("copy_of_seed")
-        return text, label
+        return {"text": text, "label": label}
 
     def dedup_key(self, text: str) -> str:
         return normalize(text)

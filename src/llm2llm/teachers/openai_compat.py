@@ -16,6 +16,9 @@ from llm2llm.errors import TeacherError
 from llm2llm.teachers import TeacherReply, TeacherRequest, sampling_params
 
 
+OPENAI_URL = "https://api.openai.com/v1"
+
+
 def _is_local(base_url: str) -> bool:
     return (urlsplit(base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
@@ -33,9 +36,7 @@ class OpenAITeacher:
 
     def _endpoint(self) -> tuple[str, str]:
         """(base_url, model name the server expects)."""
-        if not self.config.base_url:
-            raise TeacherError("teacher.base_url is not set; e.g. teacher.base_url=https://api.openai.com/v1")
-        return self.config.base_url, self.config.model
+        return self.config.base_url or OPENAI_URL, self.config.model
 
     def _connect(self):
         with self._connect_lock:
