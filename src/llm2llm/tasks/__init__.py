@@ -7,6 +7,7 @@ and either a `TASKS` entry or `task.type: package.module:Class`.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from llm2llm.config import TaskConfig
@@ -14,6 +15,13 @@ from llm2llm.data import Example
 from llm2llm.plugins import load_class
 
 Messages = list[dict[str, str]]
+
+
+def normalize(text: str) -> str:
+    """Lowercase, unify separators, drop punctuation: 'Get_Weather.' and 'get weather' match (labels, dedup keys)."""
+    text = re.sub(r"[_\-/]+", " ", text.lower())
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
 
 
 class Rejected(Exception):

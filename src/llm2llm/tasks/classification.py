@@ -7,14 +7,7 @@ import re
 from llm2llm.config import TaskConfig
 from llm2llm.data import Example
 from llm2llm.errors import ConfigError, DataError
-from llm2llm.tasks import Messages, Rejected
-
-
-def normalize(text: str) -> str:
-    """Lowercase, unify separators, drop punctuation: 'Get_Weather.' and 'get weather' match."""
-    text = re.sub(r"[_\-/]+", " ", text.lower())
-    text = re.sub(r"[^\w\s]", " ", text)
-    return " ".join(text.split())
+from llm2llm.tasks import Messages, Rejected, normalize
 
 
 class ClassificationTask:

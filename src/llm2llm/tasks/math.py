@@ -150,7 +150,7 @@ def arithmetic_error(rationale: str) -> str | None:
 
 
 def normalize(text: str) -> str:
-    """Lowercase, drop punctuation, collapse spaces; keep decimal points so '3.5' and '35' stay apart."""
+    """Like tasks.normalize, but keeps decimal points and drops thousands commas: '3.5' and '35' stay apart."""
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
     text = re.sub(r"(?!(?<=\d)\.(?=\d))[^\w\s]", " ", text)
     return " ".join(text.split())

@@ -12,13 +12,9 @@ from typing import Any
 from llm2llm.config import TaskConfig
 from llm2llm.data import Example
 from llm2llm.errors import DataError
-from llm2llm.tasks import Messages, Rejected
+from llm2llm.tasks import Messages, Rejected, normalize
 
 LETTERS = string.ascii_uppercase
-
-
-def _normalize(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 class MultipleChoiceTask:
@@ -106,17 +102,17 @@ class MultipleChoiceTask:
         options = [choice.strip() for _, choice in choices]
         if any(not option for option in options):
             raise Rejected("empty_choice")
-        if len({_normalize(option) for option in options}) != len(options):
+        if len({normalize(option) for option in options}) != len(options):
             raise Rejected("duplicate_choices")
         if answer is None or answer.group(1).upper() not in self.letters:
             raise Rejected("invalid_answer", answer.group(1) if answer else "no 'Answer:' line")
         label = self.letters.index(answer.group(1).upper())
-        if _normalize(text) == _normalize(parent.text):
+        if normalize(text) == normalize(parent.text):
             raise Rejected("copy_of_seed")
         # A new example whose correct answer is the seed's verbatim tests recall of the seed, not the skill.
-        if _normalize(options[label]) == _normalize(parent.choices[int(parent.label)]):
+        if normalize(options[label]) == normalize(parent.choices[int(parent.label)]):
             raise Rejected("copied_correct_choice")
         return {"text": text, "label": str(label), "choices": options}
 
     def dedup_key(self, text: str) -> str:
-        return _normalize(text)
+        return normalize(text)
