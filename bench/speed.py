@@ -79,11 +79,12 @@ def main() -> None:
     model_path = resolve_hf(args.model)
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    n_params = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path)).num_parameters()
+    model_config = AutoConfig.from_pretrained(model_path)
+    n_params = AutoModelForCausalLM.from_config(model_config).num_parameters()
     pairs, task = training_pairs(args.pairs)
     peak = matmul_peak()
     # The student's own matmul shape: one batch of ~8 x 100 tokens through a 576 -> 1536 MLP projection.
-    hidden, inner = AutoConfig.from_pretrained(model_path).hidden_size, AutoConfig.from_pretrained(model_path).intermediate_size
+    hidden, inner = model_config.hidden_size, model_config.intermediate_size
     shape_peak = matmul_peak(8 * 100, hidden, inner, repeats=200)
     rows = [
         ("bf16 matmul peak (2048²)", f"{peak:.0f} GFLOP/s", "", ""),

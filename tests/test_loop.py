@@ -4,6 +4,7 @@ from-scratch training, and resume after a crash inside every stage without repea
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -167,6 +168,6 @@ def test_a_changed_seed_file_is_refused_on_resume(config):
     from llm2llm.errors import RunStateError
 
     run(config.model_copy(update={"loop": config.loop.model_copy(update={"iterations": 1})}))
-    write_jsonl(__import__("pathlib").Path(config.data.seed_path), SEED_ROWS[:-1])
+    write_jsonl(Path(config.data.seed_path), SEED_ROWS[:-1])
     with pytest.raises(RunStateError, match="seed file .* changed"):
         run(config)

@@ -156,10 +156,11 @@ def _generate(config: Config, task: Task, teacher: Teacher, cache: ReplyCache, i
             except Rejected as rejection:
                 reason, detail = rejection.reason, rejection.detail
             else:
-                if task.dedup_key(fields["text"]) in known:
+                key_text = task.dedup_key(fields["text"])
+                if key_text in known:
                     reason = "duplicate"
                 else:
-                    known.add(task.dedup_key(fields["text"]))
+                    known.add(key_text)
                     accepted.append(Example(
                         id=f"gen-{iteration:03d}-{parent.id}-{request.sample_index}", **fields,
                         origin="teacher", parent_id=parent.id, iteration=iteration, teacher=teacher.name, prompt_hash=key,

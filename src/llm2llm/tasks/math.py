@@ -163,7 +163,7 @@ class MathTask:
     def __init__(self, config: TaskConfig, seeds: list[Example]) -> None:
         # config.description is not shown: its default describes ticket routing, and the prompts below are
         # specific to GSM8K. config.teacher_context_examples is unused: the paper shows one worked example.
-        self.config = config
+        pass
 
     # ── student side ────────────────────────────────────────────────────────────────────────────
     def validate(self, examples: list[Example]) -> None:

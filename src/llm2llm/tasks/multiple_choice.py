@@ -51,8 +51,7 @@ class MultipleChoiceTask:
     def extract_answer(self, output: str) -> str | None:
         """The chosen index as a string: "(B)", "B.", "b", "The answer is B", "Answer: (B) holding that..." all give "1"."""
         text = output.strip()
-        letters = re.escape(self.letters) if self.letters else "A-E"
-        lower = letters.lower()
+        letters, lower = self.letters, self.letters.lower()
         patterns = [
             rf"^\(?([{letters}])\)?(?=[\s.):,]|$)",  # "B", "(B)", "B." at the start
             rf"(?i:answer|choice|option)(?:\s+is)?\s*[:\-]?\s*\(?([{letters}])\)?(?!\w)",  # "The answer is (B)"
