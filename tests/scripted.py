@@ -8,10 +8,11 @@ from llm2llm.teachers import TeacherReply, TeacherRequest
 
 
 class ScriptedTeacher:
-    """Writes 'Text: <seed text> (variant k, seed s)' with the seed's label.
+    """Writes 'Text: <seed text> (variant k, seed s, on <label>)' with the seed's label.
 
     About one request in four (chosen by its seed, so the same request always gets the same reply) gets the
-    seed text back unchanged, so rejection is exercised too.
+    seed text back unchanged, so rejection is exercised too. As a verifier (asked greedily) it answers the label
+    named in the text, except for about one text in five, where it answers another label (`label_mismatch`).
     `calls` counts requests that reached the teacher (cache hits never do).
     """
 
@@ -28,14 +29,24 @@ class ScriptedTeacher:
         if self.fail_after is not None and len(ScriptedTeacher.calls) >= self.fail_after:
             raise RuntimeError("injected teacher crash")
         user = request.messages[-1]["content"]
+        if request.temperature == 0:
+            return self._verify(request, seed)
         text = re.search(r"Text: (.*)", user).group(1)
         label = re.search(r"Label: (.*)", user).group(1)
         ScriptedTeacher.calls.append(text)
         if seed % 4 == 0:
             reply = f"Text: {text}\nLabel: {label}"
         else:
-            reply = f"Text: {text} (variant {request.sample_index}, {seed % 1000})\nLabel: {label}"
+            reply = f"Text: {text} (variant {request.sample_index}, {seed % 1000}, on {label})\nLabel: {label}"
         return TeacherReply(text=reply, finish_reason="stop", prompt_tokens=len(user.split()), completion_tokens=len(reply.split()))
+
+    def _verify(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        text = request.messages[-1]["content"]
+        ScriptedTeacher.calls.append(f"verify: {text}")
+        labels = re.search(r"label from: (.*)\.", request.messages[0]["content"]).group(1).split(", ")
+        intended = re.search(r", on (.*)\)$", text).group(1)
+        answer = intended if seed % 5 else next(label for label in labels if label != intended)
+        return TeacherReply(text=answer, finish_reason="stop", prompt_tokens=len(text.split()), completion_tokens=1)
 
     def close(self) -> None:
         pass

@@ -68,6 +68,8 @@ def test_loop_lineage_growth_and_seed_only_evaluation(config):
         rejected = read_jsonl(it / "rejected.jsonl")
         metrics = store.metrics(i)
         assert metrics["requests"] == 2 * len(wrong) == len(generated) + len(rejected)
+        # the verifier saw exactly the replies that passed parsing and de-duplication
+        assert metrics["verify_requests"] == len(generated) + sum(r["reason"] == "label_mismatch" for r in rejected)
         assert metrics["rejected_by_reason"] == {r: sum(x["reason"] == r for x in rejected) for r in {x["reason"] for x in rejected}}
         for example in generated:
             assert example.origin == "teacher" and example.iteration == i
@@ -79,7 +81,7 @@ def test_loop_lineage_growth_and_seed_only_evaluation(config):
         assert [e.id for e in train_next] == [e.id for e in train_now] + [e.id for e in generated]
         total_generated += len(generated)
     assert total_generated > 0
-    assert {r["reason"] for i in range(ITERATIONS - 1) for r in read_jsonl(store.root / f"iter_{i:03d}" / "rejected.jsonl")} >= {"copy_of_seed"}
+    assert {r["reason"] for i in range(ITERATIONS - 1) for r in read_jsonl(store.root / f"iter_{i:03d}" / "rejected.jsonl")} >= {"copy_of_seed", "label_mismatch"}
     # every accepted example's prompt hash is a cached request
     with sqlite3.connect(store.cache_path) as db:
         cached = {row[0] for row in db.execute("SELECT key FROM replies")}

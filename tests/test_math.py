@@ -6,7 +6,7 @@ from llm2llm.config import TaskConfig
 from llm2llm.data import Example
 from llm2llm.errors import DataError
 from llm2llm.tasks import Rejected
-from llm2llm.tasks.math import WORKED_EXAMPLE, MathTask, arithmetic_error, safe_eval
+from llm2llm.tasks.math import WORKED_EXAMPLE, MathTask, arithmetic_error, normalize, safe_eval
 
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -272,8 +272,8 @@ def test_safe_eval_never_executes(monkeypatch):
         ("Tom has 3 apples.", "Tom has 4 apples.", False),
     ],
 )
-def test_dedup_key(task, first, second, same):
-    assert (task.dedup_key(first) == task.dedup_key(second)) is same
+def test_copies_compare_normalized_text(first, second, same):
+    assert (normalize(first) == normalize(second)) is same
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,16 @@ class TaskConfig(_Section):
 
 
 class DataConfig(_Section):
-    seed_path: str = Field("demo:seeds.jsonl", description="Seed set D0: a .jsonl or .csv path, or 'demo:<file>'.")
+    seed_path: str = Field(
+        "demo:seeds.jsonl",
+        description="Seed set D0: a .jsonl or .csv path, 'demo:<file>', or 'hf:<dataset id>@<split>' (Hugging Face datasets).",
+    )
     test_path: str | None = Field("demo:test.jsonl", description="Test set for the final evaluation (None: skip).")
     text_field: str = Field("text", description="Column holding the input text (question, prompt).")
     label_field: str = Field("label", description="Column holding the label or answer.")
     choices_field: str | None = Field(None, description="multiple_choice: column holding the list of choices.")
     id_field: str | None = Field(None, description="Column with a stable example id (None: derived from content).")
+    hf_subset: str | None = Field(None, description="hf: sources: the dataset's configuration/subset name (e.g. 'main' for gsm8k).")
     seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
     test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
 
@@ -105,6 +109,33 @@ class EvalConfig(_Section):
     test_every_iteration: bool = Field(False, description="Also evaluate each iteration's student on the test set (the last one always is).")
 
 
+class QualityConfig(_Section):
+    near_duplicate_rouge_l: float = Field(
+        0.95, gt=0, le=1,
+        description="Reject a generated example whose ROUGE-L F1 with a seed, a D_i example or an earlier one of the "
+        "same batch reaches this (paper: 0.95; 1.0 rejects exact duplicates only).",
+    )
+    test_overlap_rouge_l: float = Field(
+        0.9, gt=0, le=1,
+        description="Flag a generated example this similar (ROUGE-L F1) to a test example as possible test contamination. "
+        "0.9 flags under 1% of real training rows of the paper's datasets (their verbatim repeats).",
+    )
+    drop_test_overlap: bool = Field(True, description="Drop flagged examples (rejected: test_overlap); false keeps and only reports them.")
+    verify: bool | None = Field(
+        None,
+        description="Blind check: a verifier answers each new example, shown only seed examples, and the example is kept "
+        "only if its answer matches (rejected: label_mismatch). None: on for classification and multiple choice, off "
+        "for math (its arithmetic is re-checked instead).",
+    )
+    verify_examples: int = Field(
+        2, ge=0,
+        description="Seed examples shown to the verifier: this many per label for classification, this many in all otherwise.",
+    )
+    verifier: TeacherConfig | None = Field(
+        None, description="Verifier model, with the teacher's keys (quality.verifier.model=...). None: the teacher, asked greedily."
+    )
+
+
 class Config(_Section):
     name: str = Field("demo", description="Run name: the run lives in <output_dir>/<name>/.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
@@ -115,6 +146,7 @@ class Config(_Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -183,8 +215,8 @@ def _absolute_paths(config: Config) -> Config:
     config.data.seed_path = absolute(config.data.seed_path)
     config.data.test_path = absolute(config.data.test_path)
     config.output_dir = absolute(config.output_dir)
-    for section in (config.student, config.teacher):
-        if Path(section.model).expanduser().exists():
+    for section in (config.student, config.teacher, config.quality.verifier):
+        if section is not None and Path(section.model).expanduser().exists():
             section.model = str(Path(section.model).expanduser().resolve())
     return config
 

@@ -1,6 +1,9 @@
 """Examples with stable ids and lineage, loaded from JSONL or CSV with errors that name file, line and field.
 
-Every example carries where it came from: a seed row (`source` = file:line) or a teacher reply
+Sources: a .jsonl/.csv path, a bundled 'demo:<file>', or a Hugging Face dataset 'hf:<dataset id>@<split>'
+(e.g. 'hf:openai/gsm8k@train[:100]', subset from data.hf_subset; needs `pip install 'llm2llm[hub]'`).
+
+Every example carries where it came from: a seed row (`source` = file:line or hf:...@split row N) or a teacher reply
 (`parent_id`, `iteration`, `teacher`, `prompt_hash`), so any training row can be traced back to the seed,
 iteration, teacher and prompt that produced it. Rows are joined by `id`, never by text.
 """
@@ -52,9 +55,12 @@ def load_examples(
     choices_field: str | None = None,
     id_field: str | None = None,
     limit: int | None = None,
+    hf_subset: str | None = None,
 ) -> list[Example]:
-    """Read examples from a .jsonl/.csv file or a bundled 'demo:<file>'; raise DataError naming file:line:field."""
-    rows = list(_read_rows(path))
+    """Read examples from a .jsonl/.csv file, a bundled 'demo:<file>' or 'hf:<dataset id>@<split>' (with
+    `hf_subset` as the dataset's configuration); raise DataError naming file:line:field (or 'row N')."""
+    reader = _read_hf_rows(path, hf_subset, label_field) if path.startswith("hf:") else _read_rows(path)
+    rows = list(reader)
     if not rows:
         raise DataError(f"{path}: no examples found (the file is empty). Point data.{origin}_path at a file with rows.")
     examples: list[Example] = []
@@ -123,6 +129,44 @@ def _read_rows(path: str) -> Iterable[tuple[str, dict[str, Any]]]:
                 raise DataError(f"{path}: unsupported file type {file.suffix!r}; use .jsonl or .csv")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _read_hf_rows(path: str, subset: str | None, label_field: str | None) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Yield ('hf:<id>@<split> row N', row) pairs from `datasets.load_dataset`, ClassLabel ints as their names."""
+    dataset_id, _, split = path.removeprefix("hf:").rpartition("@")
+    if not dataset_id or not split:
+        raise DataError(
+            f"{path}: write Hugging Face sources as 'hf:<dataset id>@<split>', "
+            "e.g. 'hf:openai/gsm8k@train' or 'hf:openai/gsm8k@test[:200]' (subset from data.hf_subset)"
+        )
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path}: Hugging Face sources need the datasets library: pip install 'llm2llm[hub]'") from None
+    try:
+        dataset = datasets.load_dataset(dataset_id, subset, split=split)
+    except Exception as exc:  # not found, offline, bad split or subset: all surface as one actionable line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".!")
+        hint = (
+            "The first download needs network access (and HF_DATASETS_OFFLINE unset); later runs use the cache."
+            if isinstance(exc, ConnectionError)
+            else "Check the dataset id, the split and data.hf_subset."
+        )
+        raise DataError(
+            f"{path}: could not load dataset {dataset_id!r} (subset {subset!r}, split {split!r}): {reason}. {hint}"
+        ) from None
+    label_names = dataset.features.get(label_field) if label_field else None
+    for number, row in enumerate(dataset, start=1):
+        where = f"{path} row {number}"
+        if isinstance(label_names, datasets.ClassLabel) and isinstance(row.get(label_field), int):
+            if not 0 <= row[label_field] < label_names.num_classes:
+                # GLUE-style test splits hide their labels as -1.
+                raise DataError(
+                    f"{where}: field {label_field!r} is {row[label_field]}, not one of {label_names.names} "
+                    "(an unlabeled split?). Use a split that has labels."
+                )
+            row[label_field] = label_names.int2str(row[label_field])
+        yield where, row
 
 
 def _parse_jsonl(lines: Iterable[str], path: str) -> Iterable[tuple[str, dict[str, Any]]]:

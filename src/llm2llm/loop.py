@@ -4,7 +4,8 @@
         1. Finetune  a fresh student from the base weights on D_i
         2. Evaluate  it greedily on the seed set D_0 only
         3. Filter    the seed examples it got wrong
-        4. Generate  new examples from each wrong *seed* example with the teacher; validate, de-duplicate
+        4. Generate  new examples from each wrong *seed* example with the teacher; validate, drop near-duplicates
+                     and test-set look-alikes, and keep what a blind verifier confirms
         5. Append    D_{i+1} = D_i + accepted
     and evaluate on the test set (each iteration if asked, the last one always).
 
@@ -25,7 +26,8 @@ from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
 from llm2llm.students import Student, build_student
 from llm2llm.tasks import Rejected, Task, build_task
-from llm2llm.teachers import ReplyCache, Teacher, TeacherRequest, build_teacher, generate
+from llm2llm.quality import RougeIndex, verifier_messages, verifier_shots
+from llm2llm.teachers import ReplyCache, Teacher, TeacherReply, TeacherRequest, build_teacher, generate
 
 
 def run(config: Config, *, force: bool = False, ui=None, student: Student | None = None, teacher: Teacher | None = None) -> RunStore:
@@ -33,7 +35,8 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
     ui = ui or SilentUI()
     store = RunStore(config.run_dir)
     data = config.data
-    columns = {"text_field": data.text_field, "label_field": data.label_field, "choices_field": data.choices_field, "id_field": data.id_field}
+    columns = {"text_field": data.text_field, "label_field": data.label_field, "choices_field": data.choices_field, "id_field": data.id_field,
+               "hf_subset": data.hf_subset}
     seeds = load_examples(data.seed_path, **columns, origin="seed", limit=data.seed_limit)
     test = load_examples(data.test_path, **columns, origin="test", limit=data.test_limit) if data.test_path else []
     task = build_task(config.task, seeds)
@@ -41,16 +44,19 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
     store.open(config, force=force)
     student = student or build_student(config.student, config.seed)
     teacher = teacher or build_teacher(config.teacher, config.seed)
+    verifier = build_teacher(config.quality.verifier, config.seed) if config.quality.verifier else teacher
     cache = ReplyCache(store.cache_path)
     try:
-        llm2llm(config, store, task, student, teacher, cache, seeds, test, ui)
+        llm2llm(config, store, task, student, teacher, verifier, cache, seeds, test, ui)
     finally:
         teacher.close()
+        if verifier is not teacher:
+            verifier.close()
         cache.close()
     return store
 
 
-def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teacher: Teacher, cache: ReplyCache,
+def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teacher: Teacher, verifier: Teacher, cache: ReplyCache,
             seeds: list[Example], test: list[Example], ui) -> None:
     n = config.loop.iterations
     store.set_finished(False)
@@ -104,7 +110,7 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
         # ── 4. Generate from the wrong *seed* examples only; validate and de-duplicate ───────────
         if not store.done(i, "generate"):
             started = time.perf_counter()
-            info = _generate(config, task, teacher, cache, it, i, wrong_examples, seeds, train_set, ui)
+            info = _generate(config, task, teacher, verifier, cache, it, i, wrong_examples, seeds, train_set, test, ui)
             store.mark_done(i, "generate", {**info, "seconds": _since(started)})
         info = store.info(i, "generate")
         ui.log(f"   wrong {len(wrong_examples)} → accepted {info['accepted']}, rejected {info['rejected']} {info['rejected_by_reason'] or ''}")
@@ -128,8 +134,8 @@ def _evaluate(task: Task, student: Student, it: Path, examples: list[Example], f
     return sum(row["correct"] for row in rows) / len(rows)
 
 
-def _generate(config: Config, task: Task, teacher: Teacher, cache: ReplyCache, it: Path, iteration: int,
-              wrong_examples: list[Example], seeds: list[Example], train_set: list[Example], ui) -> dict:
+def _generate(config: Config, task: Task, teacher: Teacher, verifier: Teacher, cache: ReplyCache, it: Path, iteration: int,
+              wrong_examples: list[Example], seeds: list[Example], train_set: list[Example], test: list[Example], ui) -> dict:
     # Source examples are seeds only: the paper's ablation (Table 6) shows augmenting from generated data hurts.
     requests, parents = [], []
     for wrong in wrong_examples:
@@ -140,45 +146,100 @@ def _generate(config: Config, task: Task, teacher: Teacher, cache: ReplyCache, i
     with ui.stage(f"generate {iteration}", total=len(requests)) as advance:
         results = generate(teacher, requests, cache, max_concurrency=config.teacher.max_concurrency, advance=advance)
 
-    known = {task.dedup_key(example.text) for example in train_set}
-    accepted, rejected = [], []
+    # Parse and validate each reply, then drop near-duplicates of D_i (seeds included) and of earlier replies.
+    quality = config.quality
+    known = RougeIndex([example.text for example in train_set], [example.id for example in train_set])
+    test_index = RougeIndex([example.text for example in test], [example.id for example in test])
+    candidates, rejected, overlaps = [], [], []
     for (key, reply), request, parent in zip(results, requests, parents):
-        reason, detail = None, ""
-        if reply.error:
-            reason, detail = "request_failed", reply.error
-        elif reply.finish_reason == "length":
-            reason = "truncated"
-        elif not reply.text.strip():
-            reason = "empty_reply"
-        else:
-            try:
-                fields = task.parse_teacher_reply(reply.text, parent)
-            except Rejected as rejection:
-                reason, detail = rejection.reason, rejection.detail
-            else:
-                key_text = task.dedup_key(fields["text"])
-                if key_text in known:
-                    reason = "duplicate"
-                else:
-                    known.add(key_text)
-                    accepted.append(Example(
-                        id=f"gen-{iteration:03d}-{parent.id}-{request.sample_index}", **fields,
-                        origin="teacher", parent_id=parent.id, iteration=iteration, teacher=teacher.name, prompt_hash=key,
-                    ))
-        if reason:
+        try:
+            example = _candidate(task, reply, parent, iteration, request.sample_index, teacher.name, key)
+            similarity, match = known.nearest(example.text)
+            if similarity >= quality.near_duplicate_rouge_l:
+                raise Rejected("near_duplicate", f"ROUGE-L {similarity:.2f} with {match}")
+            similarity, match = test_index.nearest(example.text)
+            if similarity >= quality.test_overlap_rouge_l:
+                overlaps.append({"id": example.id, "test_id": match, "rouge_l": round(similarity, 3), "dropped": quality.drop_test_overlap})
+                if quality.drop_test_overlap:
+                    raise Rejected("test_overlap", f"ROUGE-L {similarity:.2f} with test example {match}")
+        except Rejected as rejection:
             rejected.append({"parent_id": parent.id, "iteration": iteration, "sample_index": request.sample_index,
-                             "prompt_hash": key, "reason": reason, "detail": detail, "reply": reply.text})
+                             "prompt_hash": key, "reason": rejection.reason, "detail": rejection.detail, "reply": reply.text})
+            continue
+        known.add(example.text, example.id)
+        candidates.append(example)
+
+    # Blind verification: the verifier answers each new example from seed examples alone; keep it only on agreement.
+    verify = task.verify_by_default if quality.verify is None else quality.verify
+    verdicts = _verify(config, task, verifier, cache, candidates, seeds, iteration, ui) if verify and candidates else []
+    accepted = []
+    for index, example in enumerate(candidates):
+        if verdicts:
+            key, reply = verdicts[index]
+            disagreement = _disagreement(task, example, reply)
+            if disagreement:
+                rejected.append({"parent_id": example.parent_id, "iteration": iteration, "prompt_hash": example.prompt_hash,
+                                 "verify_hash": key, "reason": disagreement[0], "detail": disagreement[1], "reply": reply.text,
+                                 "example": example.model_dump(mode="json", exclude_none=True)})
+                continue
+        accepted.append(example)
     write_jsonl(it / "generated.jsonl", accepted)
     write_jsonl(it / "rejected.jsonl", rejected)
+    write_jsonl(it / "test_overlap.jsonl", overlaps)
+    replies = [reply for _, reply in results + verdicts]
     return {
         "requests": len(requests),
-        "cached_replies": sum(reply.cached for _, reply in results),
+        "verify_requests": len(verdicts),
+        "cached_replies": sum(reply.cached for reply in replies),
         "accepted": len(accepted),
         "rejected": len(rejected),
         "rejected_by_reason": dict(Counter(row["reason"] for row in rejected)),
-        "teacher_prompt_tokens": sum(reply.prompt_tokens for _, reply in results),
-        "teacher_completion_tokens": sum(reply.completion_tokens for _, reply in results),
+        "test_overlap_flagged": len(overlaps),
+        "teacher_prompt_tokens": sum(reply.prompt_tokens for reply in replies),
+        "teacher_completion_tokens": sum(reply.completion_tokens for reply in replies),
     }
+
+
+def _candidate(task: Task, reply: TeacherReply, parent: Example, iteration: int, sample_index: int, teacher: str, key: str) -> Example:
+    """The new example in a teacher reply, or Rejected with the reason it cannot be trained on."""
+    if reply.error:
+        raise Rejected("request_failed", reply.error)
+    if reply.finish_reason == "length":
+        raise Rejected("truncated")
+    if not reply.text.strip():
+        raise Rejected("empty_reply")
+    fields = task.parse_teacher_reply(reply.text, parent)
+    return Example(
+        id=f"gen-{iteration:03d}-{parent.id}-{sample_index}", **fields,
+        origin="teacher", parent_id=parent.id, iteration=iteration, teacher=teacher, prompt_hash=key,
+    )
+
+
+def _verify(config: Config, task: Task, verifier: Teacher, cache: ReplyCache, candidates: list[Example],
+            seeds: list[Example], iteration: int, ui) -> list[tuple[str, TeacherReply]]:
+    by_id = {seed.id: seed for seed in seeds}
+    requests = [
+        TeacherRequest(
+            messages=verifier_messages(task, example, verifier_shots(task, seeds, by_id[example.parent_id], config.quality.verify_examples)),
+            round=iteration, temperature=0.0, max_tokens=task.max_new_tokens,
+        )
+        for example in candidates
+    ]
+    concurrency = (config.quality.verifier or config.teacher).max_concurrency
+    with ui.stage(f"verify {iteration}", total=len(requests)) as advance:
+        return generate(verifier, requests, cache, max_concurrency=concurrency, advance=advance)
+
+
+def _disagreement(task: Task, example: Example, reply: TeacherReply) -> tuple[str, str] | None:
+    """(reason, detail) when the verifier's blind answer does not confirm the example's label; None when it does."""
+    if reply.error:
+        return "unverified", reply.error
+    if task.is_correct(example, reply.text):
+        return None
+    answer = task.extract_answer(reply.text)
+    if answer is None:
+        return "unverified", f"no answer in the verifier's reply {reply.text[:60]!r}"
+    return "label_mismatch", f"intended {example.label}, verifier answered {answer}"
 
 
 def _prune_students(config: Config, store: RunStore, iteration: int) -> None:

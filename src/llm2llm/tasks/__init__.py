@@ -18,7 +18,7 @@ Messages = list[dict[str, str]]
 
 
 def normalize(text: str) -> str:
-    """Lowercase, unify separators, drop punctuation: 'Get_Weather.' and 'get weather' match (labels, dedup keys)."""
+    """Lowercase, unify separators, drop punctuation: 'Get_Weather.' and 'get weather' match (labels, copies, ROUGE-L words)."""
     text = re.sub(r"[_\-/]+", " ", text.lower())
     text = re.sub(r"[^\w\s]", " ", text)
     return " ".join(text.split())
@@ -36,6 +36,7 @@ class Rejected(Exception):
 class Task(Protocol):
     name: str
     max_new_tokens: int  # enough for the student to write a full answer
+    verify_by_default: bool  # whether a blind verifier checks new examples unless quality.verify says otherwise
 
     def validate(self, examples: list[Example]) -> None:
         """Raise DataError (naming file:line) for an example this task cannot use."""
@@ -57,9 +58,6 @@ class Task(Protocol):
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, Any]:
         """Fields of the new example ({"text", "label"} and, for multiple choice, "choices"), or raise Rejected."""
-
-    def dedup_key(self, text: str) -> str:
-        """Normalised text used to find copies and exact duplicates."""
 
 
 TASKS = {

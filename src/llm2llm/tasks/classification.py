@@ -13,6 +13,7 @@ from llm2llm.tasks import Messages, Rejected, normalize
 class ClassificationTask:
     name = "classification"
     max_new_tokens = 12
+    verify_by_default = True
 
     def __init__(self, config: TaskConfig, seeds: list[Example]) -> None:
         self.description = config.description.strip()
@@ -92,9 +93,6 @@ class ClassificationTask:
             if written != parent.label:
                 # The teacher drifted to another class: its text no longer tests the student's mistake.
                 raise Rejected("label_changed", f"{parent.label} -> {written}")
-        if self.dedup_key(text) == self.dedup_key(parent.text):
+        if normalize(text) == normalize(parent.text):
             raise Rejected("copy_of_seed")
         return {"text": text, "label": label}
-
-    def dedup_key(self, text: str) -> str:
-        return normalize(text)

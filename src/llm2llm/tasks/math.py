@@ -159,6 +159,7 @@ def normalize(text: str) -> str:
 class MathTask:
     name = "math"
     max_new_tokens = 320  # GSM8K rationales run to ~200 tokens; headroom for wordier students
+    verify_by_default = False
 
     def __init__(self, config: TaskConfig, seeds: list[Example]) -> None:
         # config.description is not shown: its default describes ticket routing, and the prompts below are
@@ -224,12 +225,9 @@ class MathTask:
         rationale = answer[: answer.rfind("####")].strip()
         if not question or not rationale:
             raise Rejected("unparsable", "empty question" if not question else "no rationale before '####'")
-        if self.dedup_key(question) == self.dedup_key(parent.text):
+        if normalize(question) == normalize(parent.text):
             raise Rejected("copy_of_seed")
         error = arithmetic_error(rationale)
         if error is not None:
             raise Rejected("arithmetic_error", error)
         return {"text": question, "label": f"{rationale}\n#### {final}"}
-
-    def dedup_key(self, text: str) -> str:
-        return normalize(text)

@@ -20,6 +20,7 @@ LETTERS = string.ascii_uppercase
 class MultipleChoiceTask:
     name = "multiple_choice"
     max_new_tokens = 8
+    verify_by_default = True
 
     def __init__(self, config: TaskConfig, seeds: list[Example]) -> None:
         self.description = config.description.strip()
@@ -112,6 +113,3 @@ class MultipleChoiceTask:
         if normalize(options[label]) == normalize(parent.choices[int(parent.label)]):
             raise Rejected("copied_correct_choice")
         return {"text": text, "label": str(label), "choices": options}
-
-    def dedup_key(self, text: str) -> str:
-        return normalize(text)

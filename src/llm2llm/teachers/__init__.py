@@ -26,6 +26,13 @@ class TeacherRequest:
     messages: Messages
     sample_index: int = 0  # the k-th sample for the same messages
     round: int = 0  # the loop iteration: a seed still wrong later gets a fresh sample, not the cached one
+    temperature: float | None = None  # overrides the teacher's setting (verification asks greedily)
+    max_tokens: int | None = None  # overrides the teacher's setting
+
+    def sampling(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The teacher's sampling parameters with this request's overrides applied."""
+        overrides = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        return {**params, **{name: value for name, value in overrides.items() if value is not None}}
 
 
 @dataclass
@@ -67,7 +74,8 @@ def build_teacher(config: TeacherConfig, seed: int) -> Teacher:
 
 
 def request_key(teacher: Teacher, request: TeacherRequest) -> str:
-    return content_hash(teacher.name, request.messages, teacher.params(), request.sample_index, request.round, length=32)
+    params = request.sampling(teacher.params())
+    return content_hash(teacher.name, request.messages, params, request.sample_index, request.round, length=32)
 
 
 class ReplyCache:

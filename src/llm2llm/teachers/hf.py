@@ -49,12 +49,13 @@ class HFTeacher:
 
         model, tokenizer = self._load()
         prompt_ids = encode_prompt(tokenizer, request.messages)
-        sample = self.config.temperature > 0
+        params = request.sampling(self.params())
+        sample = params["temperature"] > 0
         generation = GenerationConfig(
             do_sample=sample,
-            temperature=self.config.temperature if sample else None,
-            top_p=self.config.top_p if sample else None,
-            max_new_tokens=self.config.max_tokens,
+            temperature=params["temperature"] if sample else None,
+            top_p=params["top_p"] if sample else None,
+            max_new_tokens=params["max_tokens"],
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
@@ -65,7 +66,7 @@ class HFTeacher:
         stopped = bool(new_tokens) and new_tokens[-1] == tokenizer.eos_token_id
         return TeacherReply(
             text=tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
-            finish_reason="stop" if stopped or len(new_tokens) < self.config.max_tokens else "length",
+            finish_reason="stop" if stopped or len(new_tokens) < params["max_tokens"] else "length",
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(new_tokens),
         )

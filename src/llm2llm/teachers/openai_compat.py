@@ -67,13 +67,14 @@ class OpenAITeacher:
 
         client = self._connect()
         base_url, model = self._endpoint()
+        params = request.sampling(self.params())
         try:
             response = client.chat.completions.create(
                 model=model,
                 messages=request.messages,
-                temperature=self.config.temperature,
-                top_p=self.config.top_p,
-                max_tokens=self.config.max_tokens,
+                temperature=params["temperature"],
+                top_p=params["top_p"],
+                max_tokens=params["max_tokens"],
                 seed=seed % (2**31),
             )
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError, openai.BadRequestError) as exc:

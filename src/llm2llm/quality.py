@@ -1,0 +1,75 @@
+"""Checks on generated examples past parsing: near-duplicates, overlap with the test set, and a blind verifier.
+
+Similarity is ROUGE-L F1 over normalised words (the measure the paper's de-duplication used): the longest common
+subsequence of words, 2·LCS / (len(a) + len(b)). rapidfuzz computes the LCS in C++; each word becomes one
+character of a private alphabet so that its character-level LCS is the word-level one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import LCSseq
+
+from llm2llm.data import Example
+from llm2llm.tasks import Task, normalize
+
+_FIRST_CODEPOINT = 0x10000  # past the BMP: no surrogates, room for a million distinct words
+
+
+class RougeIndex:
+    """A growing set of texts; `nearest(text)` finds the most similar one by ROUGE-L F1."""
+
+    def __init__(self, texts: list[str] = (), ids: list[str] = ()) -> None:
+        self._vocab: dict[str, int] = {}
+        self._encoded: list[str] = []
+        self._ids: list[str] = []
+        for i, text in enumerate(texts):
+            self.add(text, ids[i] if ids else str(i))
+
+    def _encode(self, text: str) -> str:
+        return "".join(chr(_FIRST_CODEPOINT + self._vocab.setdefault(word, len(self._vocab))) for word in normalize(text).split())
+
+    def add(self, text: str, ident: str) -> None:
+        self._encoded.append(self._encode(text))
+        self._ids.append(ident)
+
+    def nearest(self, text: str) -> tuple[float, str | None]:
+        """(ROUGE-L F1 of the most similar text, its id); (0.0, None) when the index is empty."""
+        query = self._encode(text)
+        if not self._encoded or not query:
+            return 0.0, None
+        lcs = process.cdist([query], self._encoded, scorer=LCSseq.similarity, dtype=np.int32)[0]
+        lengths = np.fromiter((len(encoded) for encoded in self._encoded), dtype=np.float64, count=len(self._encoded))
+        f1 = 2 * lcs / (len(query) + lengths)
+        best = int(np.argmax(f1))
+        return float(f1[best]), self._ids[best]
+
+    def __len__(self) -> int:
+        return len(self._encoded)
+
+
+def rouge_l(a: str, b: str) -> float:
+    """ROUGE-L F1 of two texts over normalised words."""
+    return RougeIndex([b]).nearest(a)[0]
+
+
+def verifier_shots(task: Task, seeds: list[Example], parent: Example, per_label: int) -> list[Example]:
+    """Seed examples shown to the verifier: `per_label` of each label, interleaved so no label comes last every time,
+    or the first `per_label` seeds for tasks without a fixed label set. Never the parent, which would give the answer away."""
+    pool = [seed for seed in seeds if seed.id != parent.id]
+    labels = getattr(task, "labels", None)
+    if not labels:
+        return pool[:per_label]
+    by_label = {label: [seed for seed in pool if seed.label == label][:per_label] for label in labels}
+    return [group[k] for k in range(per_label) for group in by_label.values() if k < len(group)]
+
+
+def verifier_messages(task: Task, example: Example, shots: list[Example]) -> list[dict[str, str]]:
+    """The student's own prompt with solved seed examples as earlier turns: the verifier answers blind, like a
+    few-shot student, and never sees the label the teacher intended."""
+    *system, question = task.student_messages(example)
+    turns = []
+    for shot in shots:
+        turns += [task.student_messages(shot)[-1], {"role": "assistant", "content": task.target(shot)}]
+    return [*system, *turns, question]

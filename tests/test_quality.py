@@ -1,0 +1,191 @@
+"""Quality filters on generated examples: ROUGE-L near-duplicates, test overlap, and the blind verifier."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llm2llm.config import load_config
+from llm2llm.data import Example, read_jsonl
+from llm2llm.loop import _generate
+from llm2llm.quality import RougeIndex, rouge_l, verifier_messages, verifier_shots
+from llm2llm.tasks import build_task, normalize
+from llm2llm.teachers import ReplyCache, TeacherReply
+from llm2llm.tasks.multiple_choice import MultipleChoiceTask
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    """Textbook dynamic-programming LCS, the reference the fast index is checked against."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def test_rouge_l_matches_a_reference_lcs_on_random_texts():
+    rng = random.Random(0)
+    words = "the a cat dog sat ran on under mat rug big small".split()
+    for _ in range(200):
+        a = " ".join(rng.choices(words, k=rng.randint(1, 15)))
+        b = " ".join(rng.choices(words, k=rng.randint(1, 15)))
+        wa, wb = normalize(a).split(), normalize(b).split()
+        assert rouge_l(a, b) == pytest.approx(2 * _lcs(wa, wb) / (len(wa) + len(wb)))
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ("The cat sat on the mat.", "the cat sat on the mat", 1.0),  # case and punctuation do not count
+        ("the cat sat on the mat", "the cat is on the mat", 10 / 12),
+        ("play music by madonna", "what is the weather", 0.0),
+        ("", "anything", 0.0),
+    ],
+)
+def test_rouge_l_cases(a, b, expected):
+    assert rouge_l(a, b) == pytest.approx(expected)
+
+
+def test_index_finds_the_nearest_text_and_grows():
+    index = RougeIndex(["play music by madonna", "what is the weather in paris"], ["s1", "s2"])
+    assert index.nearest("Play some music, by Madonna!") == (pytest.approx(8 / 9), "s1")
+    assert index.nearest("weather in paris today")[1] == "s2"
+    index.add("book a table for two", "g1")
+    assert len(index) == 3 and index.nearest("book a table for two")[1] == "g1"
+    assert RougeIndex().nearest("anything") == (0.0, None)
+
+
+SEEDS = [
+    Example(id=f"s{i}", text=text, label=label, origin="seed")
+    for i, (text, label) in enumerate(
+        [("refund me", "billing"), ("where is my parcel", "shipping"), ("app crashes", "technical"),
+         ("invoice missing", "billing"), ("courier lost it", "shipping"), ("wifi drops", "technical"),
+         ("charged twice", "billing")]
+    )
+]
+
+
+def _task(**overrides):
+    config = load_config(None, [f"task.{k}={v}" for k, v in overrides.items()])
+    return build_task(config.task, SEEDS)
+
+
+def test_verifier_shots_interleave_labels_and_skip_the_parent():
+    task = _task()
+    shots = verifier_shots(task, SEEDS, parent=SEEDS[0], per_label=2)
+    assert [s.id for s in shots] == ["s3", "s1", "s2", "s6", "s4", "s5"]  # billing, shipping, technical twice; no s0
+    assert verifier_shots(task, SEEDS, parent=SEEDS[0], per_label=0) == []
+
+
+def test_verifier_messages_are_blind_few_shot_student_prompts():
+    task = _task()
+    candidate = Example(id="g", text="my card was billed two times", label="billing", origin="teacher")
+    shots = verifier_shots(task, SEEDS, parent=SEEDS[0], per_label=1)
+    messages = verifier_messages(task, candidate, shots)
+    assert messages[0] == task.student_messages(candidate)[0]  # the student's system prompt
+    assert messages[-1] == {"role": "user", "content": candidate.text}
+    turns = messages[1:-1]
+    assert [m["role"] for m in turns] == ["user", "assistant"] * len(shots)
+    assert [m["content"] for m in turns[1::2]] == [s.label for s in shots]
+    # blind: nothing after the system prompt ties the candidate to its intended label
+    assert all(candidate.text not in m["content"] for m in messages[:-1])
+
+
+def test_multiple_choice_verifier_answers_with_letters():
+    seeds = [Example(id=f"m{i}", text=f"context {i}", label=str(i % 3), choices=["x", "y", "z"], origin="seed") for i in range(4)]
+    task = MultipleChoiceTask(load_config().task, seeds)
+    candidate = Example(id="g", text="new context", label="2", choices=["p", "q", "r"], origin="teacher")
+    messages = verifier_messages(task, candidate, verifier_shots(task, seeds, seeds[0], 2))
+    assert [m["content"] for m in messages if m["role"] == "assistant"] == ["B", "C"]  # m1, m2 answers as letters
+    assert "(C) r" in messages[-1]["content"]
+
+
+class CannedTeacher:
+    """Replies from a dict: generation requests by the parent's text, verification requests by the candidate's text."""
+
+    def __init__(self, name: str, replies: dict[str, str]) -> None:
+        self.name, self.replies, self.calls = name, replies, 0
+
+    def params(self):
+        return {"temperature": 0.7}
+
+    def complete(self, request, seed):
+        self.calls += 1
+        last = request.messages[-1]["content"]
+        key = last if request.temperature == 0 else last.split("Text: ")[1].split("\n")[0]
+        return TeacherReply(text=self.replies[key], finish_reason="stop", prompt_tokens=10, completion_tokens=5)
+
+    def close(self):
+        pass
+
+
+TEST_SET = [Example(id="t1", text="please send the refund for my broken blender to my visa card", label="billing", origin="test")]
+
+
+def _run_generate(tmp_path, teacher, verifier, overrides=()):
+    config = load_config(None, list(overrides))
+    task = build_task(config.task, SEEDS)
+    wrong = SEEDS[:5]
+    teacher.replies.update({
+        "refund me": "Text: please send the refund for my broken blender to my visa card\nLabel: billing",  # a test row
+        "where is my parcel": "Text: Where is my parcel?\nLabel: shipping",  # the seed again: copy_of_seed
+        "app crashes": "Text: the app crashes!\nLabel: technical",  # 'app crashes' with one word more: near-duplicate?
+        "invoice missing": "Text: I never got the invoice for last month\nLabel: billing",
+        "courier lost it": "Text: i never got the invoice for last month!\nLabel: shipping",  # same as the previous reply
+    })
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    info = _generate(config, task, teacher, verifier, cache, tmp_path, 0, wrong, SEEDS, SEEDS, TEST_SET, _NoUI())
+    cache.close()
+    return info, {row["reason"]: row for row in read_jsonl(tmp_path / "rejected.jsonl")}
+
+
+class _NoUI:
+    from contextlib import contextmanager
+
+    @contextmanager
+    def stage(self, title, total):
+        yield lambda n=1: None
+
+    def log(self, message):
+        pass
+
+
+def test_generate_rejects_copies_near_duplicates_test_overlap_and_mismatches(tmp_path):
+    teacher = CannedTeacher("teacher", {})
+    verifier = CannedTeacher("verifier", {"I never got the invoice for last month": "shipping"})
+    info, reasons = _run_generate(tmp_path, teacher, verifier, ["quality.near_duplicate_rouge_l=0.8"])
+    # 'the app crashes' vs 'app crashes': ROUGE-L 2*2/(3+2) = 0.8
+    assert info["rejected_by_reason"] == {"test_overlap": 1, "copy_of_seed": 1, "near_duplicate": 2, "label_mismatch": 1}
+    assert info["accepted"] == 0 and info["test_overlap_flagged"] == 1
+    assert info["verify_requests"] == 1 and verifier.calls == 1  # only the survivor of the cheap checks is verified
+    assert reasons["test_overlap"]["detail"].endswith("test example t1")
+    assert reasons["near_duplicate"]["detail"] == "ROUGE-L 1.00 with gen-000-s3-0"  # within the batch (last row kept)
+    assert reasons["label_mismatch"]["detail"] == "intended billing, verifier answered shipping"
+    assert reasons["label_mismatch"]["example"]["text"] == "I never got the invoice for last month"
+    assert read_jsonl(tmp_path / "test_overlap.jsonl")[0]["test_id"] == "t1"
+
+
+def test_generate_keeps_flagged_overlap_when_asked_and_skips_verification_when_off(tmp_path):
+    teacher = CannedTeacher("teacher", {})
+    verifier = CannedTeacher("verifier", {})
+    info, reasons = _run_generate(tmp_path, teacher, verifier, ["quality.drop_test_overlap=false", "quality.verify=false"])
+    generated = {row["text"] for row in read_jsonl(tmp_path / "generated.jsonl")}
+    assert generated == {"please send the refund for my broken blender to my visa card", "the app crashes!",
+                         "I never got the invoice for last month"}
+    assert info["test_overlap_flagged"] == 1 and read_jsonl(tmp_path / "test_overlap.jsonl")[0]["dropped"] is False
+    assert verifier.calls == 0 and set(reasons) == {"copy_of_seed", "near_duplicate"}
+
+
+def test_verifier_without_an_answer_leaves_the_example_unverified(tmp_path):
+    teacher = CannedTeacher("teacher", {})
+    verifier = CannedTeacher("verifier", {
+        "please send the refund for my broken blender to my visa card": "Billing.",
+        "the app crashes!": "I am not sure.",
+        "I never got the invoice for last month": "billing",
+    })
+    info, reasons = _run_generate(tmp_path, teacher, verifier, ["quality.drop_test_overlap=false"])
+    assert [row["text"] for row in read_jsonl(tmp_path / "generated.jsonl")] == [
+        "please send the refund for my broken blender to my visa card", "I never got the invoice for last month"]
+    assert info["rejected_by_reason"] == {"copy_of_seed": 1, "unverified": 1, "near_duplicate": 1}
+    assert reasons["unverified"]["detail"].startswith("no answer in the verifier's reply")
