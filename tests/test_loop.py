@@ -173,3 +173,44 @@ def test_a_changed_seed_file_is_refused_on_resume(config):
     write_jsonl(Path(config.data.seed_path), SEED_ROWS[:-1])
     with pytest.raises(RunStateError, match="seed file .* changed"):
         run(config)
+
+
+class ScriptedStudent:
+    """No weights: answers the gold label, except for the seed texts in `wrong`, which it always gets wrong."""
+
+    def __init__(self, wrong: set[str]) -> None:
+        from conftest import SEED_ROWS, TEST_ROWS
+
+        self.gold = {row["text"]: row["label"] for row in SEED_ROWS + TEST_ROWS}
+        self.wrong = wrong
+
+    def train_steps(self, n_pairs):
+        return 1
+
+    def train(self, pairs, out_dir, advance=None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {"train_examples": len(pairs)}
+
+    def predict(self, student_dir, prompts, max_new_tokens, advance=None):
+        texts = [messages[-1]["content"] for messages in prompts]
+        return ["nonsense" if text in self.wrong else self.gold[text] for text in texts]
+
+
+def test_the_loop_stops_when_no_seed_is_wrong(config):
+    store = run(config, student=ScriptedStudent(wrong=set()))
+    state = store.state()
+    assert state["finished"] and "no seed example is wrong" in state["stop_reason"]
+    assert list(state["iterations"]) == ["0"] and store.done(0, "test")  # the stopping iteration is still tested
+    assert ScriptedTeacher.calls == []
+
+
+def test_the_loop_stops_when_seed_accuracy_stalls_for_patience_iterations(config):
+    from conftest import SEED_ROWS
+
+    stalled = config.model_copy(update={"loop": config.loop.model_copy(update={"iterations": 5, "patience": 2})})
+    store = run(stalled, student=ScriptedStudent(wrong={SEED_ROWS[0]["text"], SEED_ROWS[4]["text"]}))
+    state = store.state()
+    assert list(state["iterations"]) == ["0", "1", "2"]  # 0 sets the best; 1 and 2 do not beat it
+    assert "has not improved on 77.8% for 2 iterations" in state["stop_reason"]
+    assert store.done(2, "test") and not store.done(2, "generate")
+    assert "loop.patience" in state["stop_reason"]

@@ -103,6 +103,10 @@ class LoopConfig(_Section):
     iterations: int = Field(
         2, ge=1, description="Fine-tunes of the student (paper Alg. 1): iteration 0 trains on the seeds alone, each later one on D_i."
     )
+    patience: int | None = Field(
+        None, ge=1, description="Stop when seed accuracy has not beaten its earlier best for this many iterations (None: never). "
+        "The loop always stops once no seed example is wrong.",
+    )
 
 
 class EvalConfig(_Section):

@@ -88,7 +88,8 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
             store.mark_done(i, "evaluate", {"seed_accuracy": accuracy, "seeds": len(seeds), "seconds": _since(started)})
         ui.log(f"   seed accuracy {store.info(i, 'evaluate')['seed_accuracy']:.1%}")
 
-        last = i == n - 1
+        stop_reason = _early_stop(config, store, i) or (f"completed {n} iterations" if i == n - 1 else None)
+        last = stop_reason is not None
         if test and (last or config.eval.test_every_iteration) and not store.done(i, "test"):
             started = time.perf_counter()
             accuracy = _evaluate(task, student, it, test, "test_predictions.jsonl", f"evaluate test {i}", ui)
@@ -120,7 +121,7 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
             next_train = train_set + read_examples(it / "generated.jsonl")
             write_jsonl(store.iter_dir(i + 1) / "train.jsonl", next_train)
             store.mark_done(i, "append", {"next_train_size": len(next_train)})
-    store.set_finished(True, f"completed {n} iterations")
+    store.set_finished(True, stop_reason)
 
 
 def _evaluate(task: Task, student: Student, it: Path, examples: list[Example], filename: str, title: str, ui) -> float:
@@ -240,6 +241,18 @@ def _disagreement(task: Task, example: Example, reply: TeacherReply) -> tuple[st
     if answer is None:
         return "unverified", f"no answer in the verifier's reply {reply.text[:60]!r}"
     return "label_mismatch", f"intended {example.label}, verifier answered {answer}"
+
+
+def _early_stop(config: Config, store: RunStore, i: int) -> str | None:
+    """Why the loop should end after iteration i (its test evaluation still runs), or None to go on."""
+    accuracies = [store.info(j, "evaluate")["seed_accuracy"] for j in range(i + 1)]
+    if accuracies[-1] == 1.0:
+        return f"stopped after iteration {i}: no seed example is wrong, so there is nothing to augment"
+    patience = config.loop.patience
+    if patience and i >= patience and max(accuracies[-patience:]) <= max(accuracies[:-patience]):
+        best = max(accuracies)
+        return f"stopped after iteration {i}: seed accuracy has not improved on {best:.1%} for {patience} iterations (loop.patience)"
+    return None
 
 
 def _prune_students(config: Config, store: RunStore, iteration: int) -> None:

@@ -23,6 +23,8 @@ COLUMNS = [
     ("min", "minutes"),
 ]
 WIDE_COLUMNS = COLUMNS + [
+    ("verified", "verify_requests"),
+    ("test overlap", "test_overlap_flagged"),
     ("rejected by reason", "rejected_by_reason"),
     ("train tok/s", "train_tokens_per_s"),
     ("stage seconds", "stage_seconds"),

@@ -21,6 +21,7 @@ from llm2llm.errors import RunStateError
 # Keys that change speed or disk use but not results: a resumed run may change them freely.
 RESUMABLE_CHANGES = {
     "loop.iterations",
+    "loop.patience",
     "student.eval_batch_size",
     "student.num_threads",
     "student.keep_checkpoints",
