@@ -73,7 +73,7 @@ def main() -> None:
             ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "—",
             f"{sum(m['minutes'] for m in metrics):.1f}" + ("" if wall > 0.1 else " (reused)"),
         )
-    Console().print(summary)
+    Console(width=160).print(summary)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,11 @@ def test_every_shipped_config_loads(path):
     first_line = path.read_text().splitlines()[0]
     assert first_line.startswith("# llm2llm run configs/"), "each config opens with the command that runs it"
     assert isinstance(load_config(path), Config)
+
+
+def test_a_separate_verifier_takes_the_teacher_keys():
+    config = load_config(None, ["quality.verifier.type=openai", "quality.verifier.model=gpt-4o-mini"])
+    assert config.quality.verifier.model == "gpt-4o-mini" and config.quality.verifier.api_key_env == "OPENAI_API_KEY"
+    assert load_config(None).quality.verifier is None  # default: the teacher verifies
+    with pytest.raises(ConfigError, match="quality.verifier.modle: unknown key"):
+        load_config(None, ["quality.verifier.modle=x"])

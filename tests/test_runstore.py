@@ -1,6 +1,7 @@
 """Run directory: a resumed run must use the frozen config, except for keys that do not change results."""
 
 import pytest
+import yaml
 
 from llm2llm.config import load_config
 from llm2llm.errors import RunStateError
@@ -37,3 +38,14 @@ def test_stage_markers_and_metrics(tmp_path):
     metrics = store.metrics(0)
     assert metrics["seed_accuracy"] == 0.5 and metrics["stage_seconds"] == {"finetune": 1.5, "evaluate": 0.5}
     assert not list((tmp_path / "run").glob("**/*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_a_run_from_an_older_version_resumes_when_new_keys_keep_their_defaults(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open(load_config(None))
+    frozen = yaml.safe_load((store.root / "config.yaml").read_text())
+    del frozen["quality"], frozen["loop"]["patience"]  # as written by a version without these keys
+    (store.root / "config.yaml").write_text(yaml.safe_dump(frozen))
+    store.open(load_config(None))  # resumes
+    with pytest.raises(RunStateError, match="changed: quality.verify"):
+        store.open(load_config(None, ["quality.verify=false"]))

@@ -95,7 +95,14 @@ class TeacherConfig(_Section):
     samples_per_wrong: int = Field(1, ge=1, description="New examples asked for per wrong seed example per iteration (paper: 1).")
     max_concurrency: int = Field(1, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(300, gt=0, description="Seconds to wait for one reply.")
-    max_retries: int = Field(3, ge=0, description="Retries on connection errors, 429 and 5xx.")
+    max_retries: int = Field(3, ge=0, description="Retries on connection errors, timeouts, 429, 5xx and malformed replies.")
+    retry_wait_s: float = Field(1.0, gt=0, description="First retry waits up to this many seconds; the bound doubles per retry (random jitter).")
+    retry_max_wait_s: float = Field(60.0, gt=0, description="Longest wait before a retry, also the cap on a server's Retry-After.")
+    max_failure_ratio: float = Field(
+        0.5, ge=0, le=1,
+        description="Stop the run when more than this share of a batch's requests still fail after their retries "
+        "(a dead endpoint should not turn into a round of request_failed rejections). Finished replies stay cached.",
+    )
     n_ctx: int = Field(4096, ge=256, description="local: context tokens per request slot.")
 
 

@@ -145,7 +145,8 @@ def _generate(config: Config, task: Task, teacher: Teacher, verifier: Teacher, c
             requests.append(TeacherRequest(messages=messages, sample_index=k, round=iteration))
             parents.append(wrong)
     with ui.stage(f"generate {iteration}", total=len(requests)) as advance:
-        results = generate(teacher, requests, cache, max_concurrency=config.teacher.max_concurrency, advance=advance)
+        results = generate(teacher, requests, cache, max_concurrency=config.teacher.max_concurrency, advance=advance,
+                           max_failure_ratio=config.teacher.max_failure_ratio)
 
     # Parse and validate each reply, then drop near-duplicates of D_i (seeds included) and of earlier replies.
     quality = config.quality
@@ -192,6 +193,7 @@ def _generate(config: Config, task: Task, teacher: Teacher, verifier: Teacher, c
         "requests": len(requests),
         "verify_requests": len(verdicts),
         "cached_replies": sum(reply.cached for reply in replies),
+        "teacher_retries": sum(reply.retries for reply in replies if not reply.cached),
         "accepted": len(accepted),
         "rejected": len(rejected),
         "rejected_by_reason": dict(Counter(row["reason"] for row in rejected)),
@@ -226,9 +228,10 @@ def _verify(config: Config, task: Task, verifier: Teacher, cache: ReplyCache, ca
         )
         for example in candidates
     ]
-    concurrency = (config.quality.verifier or config.teacher).max_concurrency
+    settings = config.quality.verifier or config.teacher
     with ui.stage(f"verify {iteration}", total=len(requests)) as advance:
-        return generate(verifier, requests, cache, max_concurrency=concurrency, advance=advance)
+        return generate(verifier, requests, cache, max_concurrency=settings.max_concurrency, advance=advance,
+                        max_failure_ratio=settings.max_failure_ratio)
 
 
 def _disagreement(task: Task, example: Example, reply: TeacherReply) -> tuple[str, str] | None:

@@ -26,6 +26,9 @@ RESUMABLE_CHANGES = {
     "student.num_threads",
     "student.keep_checkpoints",
     "teacher.max_concurrency",
+    "teacher.retry_wait_s",
+    "teacher.retry_max_wait_s",
+    "teacher.max_failure_ratio",
     "teacher.timeout_s",
     "teacher.max_retries",
     "eval.test_every_iteration",
@@ -61,7 +64,11 @@ class RunStore:
         if frozen_path.is_file():
             old_text = frozen_path.read_text(encoding="utf-8")
             old, new = _flatten(yaml.safe_load(old_text)), _flatten(yaml.safe_load(new_text))
-            changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)} - RESUMABLE_CHANGES
+            defaults = _flatten(Config().model_dump(mode="json"))
+            changed = {
+                key for key in old.keys() | new.keys()
+                if old.get(key) != new.get(key) and not (key not in old and new[key] == defaults.get(key))  # a key newer than the run, at its default
+            } - RESUMABLE_CHANGES
             if changed and not force:
                 diff = "".join(
                     difflib.unified_diff(

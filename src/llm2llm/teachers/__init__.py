@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 from llm2llm.config import TeacherConfig
 from llm2llm.data import content_hash
+from llm2llm.errors import TeacherError
 from llm2llm.plugins import load_class
 
 Messages = list[dict[str, str]]
@@ -43,6 +45,8 @@ class TeacherReply:
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed after its retries
     cached: bool = False
+    retries: int = 0  # attempts beyond the first (stored in the cache; rows written before it read as 0)
+    tokens_estimated: bool = False  # the server sent no usage: token counts are characters / 4
 
 
 class Teacher(Protocol):
@@ -115,21 +119,40 @@ def generate(
     *,
     max_concurrency: int = 1,
     advance: Callable[[int], None] | None = None,
+    max_failure_ratio: float = 1.0,
 ) -> list[tuple[str, TeacherReply]]:
-    """(request key, reply) for each request, in order. Cached replies are reused; failed ones are not cached."""
+    """(request key, reply) for each request, in order. Cached replies are reused; failed ones are not cached.
+
+    Raises TeacherError when a teacher does (nothing queued after it is sent), or when more than
+    `max_failure_ratio` of the requests failed after their retries.
+    """
     keys = [request_key(teacher, request) for request in requests]
     replies: list[TeacherReply | None] = [cache.get(key) for key in keys]
     if advance:
         advance(sum(reply is not None for reply in replies))
     missing = [i for i, reply in enumerate(replies) if reply is None]
     if missing:
+        stopped = threading.Event()
+
+        def complete(i: int) -> TeacherReply | None:
+            # Set from the worker thread itself, so no queued request slips out between a fatal error and shutdown.
+            if stopped.is_set():
+                return None
+            try:
+                # The per-request seed comes from the key: the same request samples the same way on every run.
+                return teacher.complete(requests[i], int(keys[i][:8], 16))
+            except BaseException:
+                stopped.set()
+                raise
+
         pool = ThreadPoolExecutor(max_workers=max_concurrency)
         try:
-            # The per-request seed comes from the key: the same request samples the same way on every run.
-            futures = {pool.submit(teacher.complete, requests[i], int(keys[i][:8], 16)): i for i in missing}
+            futures = {pool.submit(complete, i): i for i in missing}
             for future in as_completed(futures):
                 i = futures[future]
                 reply = future.result()
+                if reply is None:  # skipped after another request's fatal error, which as_completed will raise
+                    continue
                 if reply.error is None:
                     cache.put(keys[i], teacher.name, requests[i], reply)
                 replies[i] = reply
@@ -137,5 +160,14 @@ def generate(
                     advance(1)
         finally:
             # On Ctrl-C or a fatal error, drop queued requests instead of sending them.
+            stopped.set()
             pool.shutdown(wait=False, cancel_futures=True)
+    failed = [reply for reply in replies if reply is not None and reply.error]
+    if requests and len(failed) / len(requests) > max_failure_ratio:
+        raise TeacherError(
+            f"teacher {teacher.name}: {len(failed)} of {len(requests)} requests failed after their retries "
+            f"({len(failed) / len(requests):.0%}, more than teacher.max_failure_ratio={max_failure_ratio}); first error: "
+            f"{failed[0].error}. The {len(requests) - len(failed)} finished replies are cached, so re-running resumes "
+            "from them; check the endpoint, or raise teacher.max_failure_ratio / teacher.max_retries."
+        )
     return list(zip(keys, replies))  # type: ignore[arg-type]

@@ -2,10 +2,16 @@
 
 The API key is read from the environment variable named by `teacher.api_key_env` when the client is made and
 is never written to disk, logs or error messages.
+
+Retries are ours, not the SDK's (its client is made with max_retries=0), so that every reply can say how many it
+took: connection errors, timeouts, 429, 5xx and malformed bodies are retried with exponential backoff and full
+jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import threading
 from typing import Any
@@ -23,12 +29,59 @@ def _is_local(base_url: str) -> bool:
     return (urlsplit(base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
+class _MalformedReply(Exception):
+    """HTTP 200 with a body that is not a chat completion (cut JSON, an HTML page from a proxy): worth a retry."""
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Failures another attempt may fix. APITimeoutError is an APIConnectionError."""
+    import openai
+
+    if isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, _MalformedReply)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def _retry_after_s(exc: BaseException | None) -> float | None:
+    """Seconds the server asked us to wait (Retry-After-Ms or Retry-After in seconds), if it said."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(response.headers.get(header, "")) * scale
+        except ValueError:  # absent, or an HTTP date: fall back to our own backoff
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+class _RetryAfterOrBackoff:
+    """tenacity wait: the server's Retry-After when it sends one, else random exponential backoff; both capped."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        from tenacity import wait_random_exponential
+
+        self.backoff = wait_random_exponential(multiplier=initial_s, max=max_s)
+        self.max_s = max_s
+
+    def __call__(self, retry_state) -> float:
+        retry_after = _retry_after_s(retry_state.outcome.exception())
+        return min(retry_after, self.max_s) if retry_after is not None else self.backoff(retry_state)
+
+
+def _estimate_tokens(chars: int) -> int:
+    return math.ceil(chars / 4)  # about 4 characters per token for English text with BPE vocabularies
+
+
 class OpenAITeacher:
     def __init__(self, config: TeacherConfig, seed: int) -> None:
         self.config = config
         self.seed = seed
         self.name = config.model
         self._client = None
+        self._key: str | None = None  # the real key, to redact from any text we pass on
         self._connect_lock = threading.Lock()  # worker threads must not each start a client (or a server)
 
     def params(self) -> dict[str, Any]:
@@ -58,16 +111,30 @@ class OpenAITeacher:
                     f"there, or set teacher.api_key_env to the variable that holds it"
                 )
             key = "not-needed"  # local servers accept any key
-        self._key = key
-        # The SDK retries connection errors, 408/409/429 and 5xx with backoff, honouring Retry-After.
-        return OpenAI(base_url=base_url, api_key=key, timeout=self.config.timeout_s, max_retries=self.config.max_retries)
+        else:
+            self._key = key
+        # max_retries=0: complete() retries itself, so that it can count the retries and cap the waits.
+        return OpenAI(base_url=base_url, api_key=key, timeout=self.config.timeout_s, max_retries=0)
 
-    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _reason(self, exc: BaseException) -> str:
+        """One short line for reply.error; servers may echo the key, so it is redacted."""
         import openai
 
-        client = self._connect()
-        base_url, model = self._endpoint()
-        params = request.sampling(self.params())
+        if isinstance(exc, openai.APIStatusError):
+            detail = f"HTTP {exc.status_code} ({type(exc).__name__}: {getattr(exc, 'message', exc)})"
+        elif isinstance(exc, _MalformedReply):
+            detail = f"malformed reply ({exc})"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return self._redact(detail)[:200]
+
+    def _create(self, client, model: str, request: TeacherRequest, params: dict[str, Any], seed: int):
+        """One attempt; raises _MalformedReply for a body that is not a chat completion."""
+        import openai
+
         try:
             response = client.chat.completions.create(
                 model=model,
@@ -77,25 +144,61 @@ class OpenAITeacher:
                 max_tokens=params["max_tokens"],
                 seed=seed % (2**31),
             )
+        except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+            raise _MalformedReply(f"{type(exc).__name__}: {exc}") from None
+        if isinstance(response, str):  # the SDK hands back the raw text when the content type is not JSON
+            raise _MalformedReply(f"not JSON: {response[:60]!r}")
+        return response
+
+    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        import openai
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+        client = self._connect()
+        base_url, model = self._endpoint()
+        params = request.sampling(self.params())
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=_RetryAfterOrBackoff(self.config.retry_wait_s, self.config.retry_max_wait_s),
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    response = self._create(client, model, request, params, seed)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError, openai.BadRequestError) as exc:
             # Retrying cannot fix these: stop the run and say where.
-            detail = str(getattr(exc, "message", exc)).replace(self._key, "***")[:300]
+            detail = self._redact(str(getattr(exc, "message", exc)))[:300]
             raise TeacherError(
                 f"teacher endpoint {base_url} refused model {model!r}: HTTP {exc.status_code} ({detail})"
             ) from None
-        except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError) as exc:
-            return TeacherReply(text="", error=f"{type(exc).__name__}: {str(exc).replace(self._key, '***')[:200]}")
-        except openai.APIStatusError as exc:
-            return TeacherReply(text="", error=f"HTTP {exc.status_code}")
-        if not response.choices:
-            return TeacherReply(text="", error="reply without choices")
-        choice = response.choices[0]
-        usage = response.usage
+        except (openai.APIError, _MalformedReply) as exc:
+            # Transient failures that outlived their retries, or other statuses (409, 422, ...) sent once.
+            plural = "s" if attempts != 1 else ""
+            return TeacherReply(text="", error=f"{self._reason(exc)} after {attempts} attempt{plural}", retries=attempts - 1)
+        retries = attempts - 1
+        choices = getattr(response, "choices", None)
+        if not choices:
+            return TeacherReply(text="", error="reply without choices", retries=retries)
+        choice = choices[0]
+        text = choice.message.content or ""
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
+        estimated = prompt_tokens is None or completion_tokens is None
+        if estimated:  # some servers send no usage; the run's token totals should still mean something
+            prompt_tokens = _estimate_tokens(sum(len(str(m.get("content") or "")) for m in request.messages))
+            completion_tokens = _estimate_tokens(len(text))
         return TeacherReply(
-            text=choice.message.content or "",
+            text=text,
             finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            retries=retries,
+            tokens_estimated=estimated,
         )
 
     def close(self) -> None:
