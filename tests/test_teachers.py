@@ -6,6 +6,8 @@ SmolLM2-135M is a poor teacher, which is useful here: its replies exercise the r
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -55,6 +57,24 @@ def test_local_server_round_trip_and_cache(tmp_path, smollm2_gguf):
     assert again._server is None
     assert [r.text for _, r in second] == [r.text for _, r in first] and all(r.cached for _, r in second)
     cache.close()
+
+
+def test_closing_the_local_teacher_waits_for_a_request_in_flight(smollm2_gguf):
+    """As after Ctrl-C during generate: close() while a worker thread still waits for its reply."""
+    pytest.importorskip("xllamacpp", reason="pip install xllamacpp")
+    teacher = build_teacher(TeacherConfig(type="local", model=str(smollm2_gguf), max_tokens=64, n_ctx=1024), seed=0)
+    teacher.complete(TeacherRequest(MESSAGES), seed=1)  # the server is up
+    replies = []
+    worker = threading.Thread(target=lambda: replies.append(teacher.complete(TeacherRequest(MESSAGES, sample_index=1), seed=2)))
+    worker.start()
+    while teacher._in_flight == 0 and worker.is_alive():
+        time.sleep(0.01)
+    closer = threading.Thread(target=teacher.close, daemon=True)  # daemon: a deadlock must fail the test, not hang pytest
+    closer.start()
+    closer.join(timeout=120)
+    worker.join(timeout=5)
+    assert not closer.is_alive(), "close() hung with a request in flight"
+    assert replies and replies[0].error is None and replies[0].text  # the request in flight finished first
 
 
 def test_openai_teacher_needs_its_key_and_never_shows_it(monkeypatch):

@@ -213,6 +213,18 @@ class LocalTeacher(OpenAITeacher):
     def __init__(self, config: TeacherConfig, seed: int) -> None:
         super().__init__(config, seed)
         self._server = None
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return super().complete(request, seed)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     def _endpoint(self) -> tuple[str, str]:
         if self._server is None:
@@ -228,6 +240,10 @@ class LocalTeacher(OpenAITeacher):
         return self._server.base_url, self._server.model_name
 
     def close(self) -> None:
+        # After Ctrl-C or a fatal error, requests may still be in flight: stopping llama.cpp under them can
+        # deadlock its shutdown (it holds the GIL while its HTTP workers wait for Python), so let them finish.
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=self.config.timeout_s)
         super().close()
         if self._server is not None:
             self._server.stop()
