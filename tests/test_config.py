@@ -79,3 +79,10 @@ def test_a_separate_verifier_takes_the_teacher_keys():
     assert load_config(None).quality.verifier is None  # default: the teacher verifies
     with pytest.raises(ConfigError, match="quality.verifier.modle: unknown key"):
         load_config(None, ["quality.verifier.modle=x"])
+
+
+def test_a_cost_budget_needs_prices():
+    with pytest.raises(ConfigError, match="budget.max_cost needs teacher.price_input_per_1m"):
+        load_config(None, ["budget.max_cost=5"])
+    config = load_config(None, ["budget.max_cost=5", "teacher.price_input_per_1m=0.15", "teacher.price_output_per_1m=0.6"])
+    assert config.budget.max_cost == 5

@@ -214,3 +214,29 @@ def test_the_loop_stops_when_seed_accuracy_stalls_for_patience_iterations(config
     assert "has not improved on 77.8% for 2 iterations" in state["stop_reason"]
     assert store.done(2, "test") and not store.done(2, "generate")
     assert "loop.patience" in state["stop_reason"]
+
+
+def test_a_spent_budget_stops_at_a_stage_boundary_and_raising_it_continues(config):
+    from llm2llm.errors import BudgetReached
+
+    capped = config.model_copy(update={"budget": config.budget.model_copy(update={"max_teacher_tokens": 1})})
+    with pytest.raises(BudgetReached, match="raise budget.max_teacher_tokens"):
+        run(capped)
+    store = RunStore(config.run_dir)
+    state = store.state()
+    assert not state["finished"] and state["stop_reason"].startswith("teacher budget reached")
+    assert store.done(0, "generate") and not store.done(1, "generate")  # iteration 0 spent it; nothing after started
+    calls_before = len(ScriptedTeacher.calls)
+
+    store = run(config)  # the cap lifted: the same command continues
+    assert store.state()["finished"]
+    assert sum(store.metrics(i).get("requests", 0) for i in range(ITERATIONS)) > store.metrics(0)["requests"]
+    assert len(ScriptedTeacher.calls) > calls_before
+
+
+def test_prices_turn_tokens_into_cost(config):
+    priced = config.model_copy(update={"teacher": config.teacher.model_copy(update={"price_input_per_1m": 2.0, "price_output_per_1m": 8.0})})
+    store = run(priced.model_copy(update={"loop": config.loop.model_copy(update={"iterations": 2})}))
+    m = store.metrics(0)
+    assert m["teacher_cost"] == pytest.approx((2.0 * m["teacher_prompt_tokens"] + 8.0 * m["teacher_completion_tokens"]) / 1e6)
+    assert m["teacher_cost"] > 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llm2llm.errors import ConfigError
 
@@ -104,6 +104,8 @@ class TeacherConfig(_Section):
         "(a dead endpoint should not turn into a round of request_failed rejections). Finished replies stay cached.",
     )
     n_ctx: int = Field(4096, ge=256, description="local: context tokens per request slot.")
+    price_input_per_1m: float | None = Field(None, ge=0, description="Price per million prompt tokens (any currency); with the output price, metrics and the report show cost.")
+    price_output_per_1m: float | None = Field(None, ge=0, description="Price per million completion tokens.")
 
 
 class LoopConfig(_Section):
@@ -147,6 +149,14 @@ class QualityConfig(_Section):
     )
 
 
+class BudgetConfig(_Section):
+    max_teacher_tokens: int | None = Field(
+        None, ge=1, description="Stop before a generate stage once the run's teacher tokens (prompt + completion, verification "
+        "included) reach this; raise it and run again to continue. One stage may overshoot.",
+    )
+    max_cost: float | None = Field(None, gt=0, description="The same, in cost; needs teacher.price_input_per_1m and price_output_per_1m.")
+
+
 class Config(_Section):
     name: str = Field("demo", description="Run name: the run lives in <output_dir>/<name>/.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
@@ -158,6 +168,13 @@ class Config(_Section):
     loop: LoopConfig = Field(default_factory=LoopConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @model_validator(mode="after")
+    def _cost_needs_prices(self) -> "Config":
+        if self.budget.max_cost is not None and None in (self.teacher.price_input_per_1m, self.teacher.price_output_per_1m):
+            raise ValueError("budget.max_cost needs teacher.price_input_per_1m and teacher.price_output_per_1m")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -210,7 +227,9 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "extra_forbidden":
+        if not key:  # a rule across keys (model validator)
+            lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+        elif error["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling; `llm2llm config --keys` lists them)")
         else:
             lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")

@@ -23,3 +23,7 @@ class TeacherError(Llm2llmError):
 
 class RunStateError(Llm2llmError):
     """The run directory does not match the request (changed config, missing stage output)."""
+
+
+class BudgetReached(Llm2llmError):
+    """The run spent its teacher budget; everything is saved and raising the cap continues it."""

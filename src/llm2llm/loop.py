@@ -19,9 +19,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from llm2llm.config import Config
+from llm2llm.config import Config, TeacherConfig
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
-from llm2llm.errors import RunStateError
+from llm2llm.errors import BudgetReached, RunStateError
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
 from llm2llm.students import Student, build_student
@@ -110,6 +110,7 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
 
         # ── 4. Generate from the wrong *seed* examples only; validate and de-duplicate ───────────
         if not store.done(i, "generate"):
+            _check_budget(config, store)
             started = time.perf_counter()
             info = _generate(config, task, teacher, verifier, cache, it, i, wrong_examples, seeds, train_set, test, ui)
             store.mark_done(i, "generate", {**info, "seconds": _since(started)})
@@ -200,7 +201,20 @@ def _generate(config: Config, task: Task, teacher: Teacher, verifier: Teacher, c
         "test_overlap_flagged": len(overlaps),
         "teacher_prompt_tokens": sum(reply.prompt_tokens for reply in replies),
         "teacher_completion_tokens": sum(reply.completion_tokens for reply in replies),
+        "teacher_cost": _cost([(config.teacher, results), (config.quality.verifier or config.teacher, verdicts)]),
     }
+
+
+def _cost(priced: list[tuple[TeacherConfig, list[tuple[str, TeacherReply]]]]) -> float | None:
+    """What the replies cost at each model's prices (cached ones too: this run paid for them once); None without prices."""
+    total = 0.0
+    for settings, results in priced:
+        if settings.price_input_per_1m is None or settings.price_output_per_1m is None:
+            return None
+        prompt = sum(reply.prompt_tokens for _, reply in results)
+        completion = sum(reply.completion_tokens for _, reply in results)
+        total += (prompt * settings.price_input_per_1m + completion * settings.price_output_per_1m) / 1e6
+    return round(total, 6)
 
 
 def _candidate(task: Task, reply: TeacherReply, parent: Example, iteration: int, sample_index: int, teacher: str, key: str) -> Example:
@@ -244,6 +258,19 @@ def _disagreement(task: Task, example: Example, reply: TeacherReply) -> tuple[st
     if answer is None:
         return "unverified", f"no answer in the verifier's reply {reply.text[:60]!r}"
     return "label_mismatch", f"intended {example.label}, verifier answered {answer}"
+
+
+def _check_budget(config: Config, store: RunStore) -> None:
+    """Stop at this stage boundary, everything saved, once the teacher budget is spent."""
+    spent = [store.metrics(j) for j in store.iterations()]
+    tokens = sum(m.get("teacher_prompt_tokens", 0) + m.get("teacher_completion_tokens", 0) for m in spent)
+    cost = sum(m.get("teacher_cost") or 0 for m in spent)
+    budget = config.budget
+    for name, used, cap in (("max_teacher_tokens", tokens, budget.max_teacher_tokens), ("max_cost", cost, budget.max_cost)):
+        if cap is not None and used >= cap:
+            reason = f"teacher budget reached: {used:,.4g} spent, budget.{name}={cap:,}"
+            store.set_finished(False, reason)
+            raise BudgetReached(f"{reason}. Everything so far is saved in {store.root}; raise budget.{name} and run the same command to continue.")
 
 
 def _early_stop(config: Config, store: RunStore, i: int) -> str | None:

@@ -25,6 +25,7 @@ COLUMNS = [
 WIDE_COLUMNS = COLUMNS + [
     ("verified", "verify_requests"),
     ("test overlap", "test_overlap_flagged"),
+    ("cost", "teacher_cost"),
     ("rejected by reason", "rejected_by_reason"),
     ("train tok/s", "train_tokens_per_s"),
     ("stage seconds", "stage_seconds"),

@@ -22,6 +22,8 @@ from llm2llm.errors import RunStateError
 RESUMABLE_CHANGES = {
     "loop.iterations",
     "loop.patience",
+    "budget.max_teacher_tokens",
+    "budget.max_cost",
     "student.eval_batch_size",
     "student.num_threads",
     "student.keep_checkpoints",
