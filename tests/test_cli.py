@@ -130,7 +130,7 @@ def test_every_readme_command_exists():
         options = {opt for param in command.params for opt in getattr(param, "opts", [])}
         for flag in (w for w in words[2:] if w.startswith("--")):
             assert flag in options, f"README uses unknown flag {flag} of {words[1]}"
-    tested = {"run", "demo", "status", "report", "config", "models"}
+    tested = {"run", "demo", "status", "report", "config", "models", "estimate"}  # estimate: test_estimate.py
     assert {words[1] for words in lines} <= tested
 
 

@@ -1,4 +1,4 @@
-"""Command line: `llm2llm run|demo|status|report|config|models`. Exit codes are decided here and only here.
+"""Command line: `llm2llm run|demo|estimate|status|report|config|models`. Exit codes are decided here and only here.
 
 0 success · 2 a problem the user can fix (config, data, model, teacher refusal, changed run) · 130 interrupted
 (run the same command again to resume) · 1 an internal error (traceback written to a log file, not the screen).
@@ -98,6 +98,37 @@ def demo(
 
     demo_config = Path(str(resources.files("llm2llm") / "demo_data" / "demo.yaml"))
     _guarded(lambda: _run(demo_config, overrides, force, quiet))
+
+
+@app.command()
+def estimate(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: Optional[List[str]] = OVERRIDES,
+) -> None:
+    """Forecast teacher requests, tokens and cost for the whole run, before it starts (an upper bound)."""
+
+    def action() -> None:
+        from rich.table import Table
+
+        from llm2llm.config import load_config
+        from llm2llm.estimate import estimate as forecast
+
+        settings = load_config(config, overrides or [])
+        result = forecast(settings)
+        table = Table(title=f"{settings.name}: {result['seeds']} seeds · {result['generating_iterations']} generating iterations")
+        for header in ("", "requests", "prompt tokens", "completion tokens"):
+            table.add_column(header, justify="right")
+        for part in ("generate", "verify"):
+            table.add_row(part, *(f"{result[part][key]:,}" for key in ("requests", "prompt_tokens", "completion_tokens")))
+        console.print(table)
+        console.print(f"total teacher tokens ≤ {result['total_tokens']:,}"
+                      + (f"; cost ≤ {result['cost']:.4f}" if result["cost"] is not None else " (set teacher.price_*_per_1m for a cost)"))
+        budget = settings.budget
+        if budget.max_teacher_tokens is not None or budget.max_cost is not None:
+            console.print(f"budget: max_teacher_tokens={budget.max_teacher_tokens}, max_cost={budget.max_cost}")
+        console.print(f"[dim]Assumes {result['assumption']}.[/]")
+
+    _guarded(action)
 
 
 @app.command()

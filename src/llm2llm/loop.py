@@ -34,13 +34,7 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
     """Set up a run from its config (or resume it) and run the loop. Parts can be passed in (tests, notebooks)."""
     ui = ui or SilentUI()
     store = RunStore(config.run_dir)
-    data = config.data
-    columns = {"text_field": data.text_field, "label_field": data.label_field, "choices_field": data.choices_field, "id_field": data.id_field,
-               "hf_subset": data.hf_subset}
-    seeds = load_examples(data.seed_path, **columns, origin="seed", limit=data.seed_limit)
-    test = load_examples(data.test_path, **columns, origin="test", limit=data.test_limit) if data.test_path else []
-    task = build_task(config.task, seeds)
-    task.validate(test)
+    seeds, test, task = load_data(config)
     store.open(config, force=force)
     student = student or build_student(config.student, config.seed)
     teacher = teacher or build_teacher(config.teacher, config.seed)
@@ -54,6 +48,18 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
             verifier.close()
         cache.close()
     return store
+
+
+def load_data(config: Config) -> tuple[list[Example], list[Example], Task]:
+    """The seed set, the test set and the task built from them, all validated."""
+    data = config.data
+    columns = {"text_field": data.text_field, "label_field": data.label_field, "choices_field": data.choices_field, "id_field": data.id_field,
+               "hf_subset": data.hf_subset}
+    seeds = load_examples(data.seed_path, **columns, origin="seed", limit=data.seed_limit)
+    test = load_examples(data.test_path, **columns, origin="test", limit=data.test_limit) if data.test_path else []
+    task = build_task(config.task, seeds)
+    task.validate(test)
+    return seeds, test, task
 
 
 def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teacher: Teacher, verifier: Teacher, cache: ReplyCache,

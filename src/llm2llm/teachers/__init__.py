@@ -8,6 +8,7 @@ never pays for the same request twice.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -71,6 +72,11 @@ TEACHERS = {
 def sampling_params(config: TeacherConfig, seed: int) -> dict[str, Any]:
     """The parameters that change a reply, shared by all teachers (part of every cache key)."""
     return {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens, "seed": seed}
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens in `chars` characters, where no tokenizer count is at hand: about 4 characters a token (English, BPE)."""
+    return math.ceil(chars / 4)
 
 
 def build_teacher(config: TeacherConfig, seed: int) -> Teacher:

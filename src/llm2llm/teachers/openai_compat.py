@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from llm2llm.config import TeacherConfig
 from llm2llm.errors import TeacherError
-from llm2llm.teachers import TeacherReply, TeacherRequest, sampling_params
+from llm2llm.teachers import TeacherReply, TeacherRequest, estimate_tokens, sampling_params
 
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -69,10 +69,6 @@ class _RetryAfterOrBackoff:
     def __call__(self, retry_state) -> float:
         retry_after = _retry_after_s(retry_state.outcome.exception())
         return min(retry_after, self.max_s) if retry_after is not None else self.backoff(retry_state)
-
-
-def _estimate_tokens(chars: int) -> int:
-    return math.ceil(chars / 4)  # about 4 characters per token for English text with BPE vocabularies
 
 
 class OpenAITeacher:
@@ -190,8 +186,8 @@ class OpenAITeacher:
         completion_tokens = getattr(usage, "completion_tokens", None)
         estimated = prompt_tokens is None or completion_tokens is None
         if estimated:  # some servers send no usage; the run's token totals should still mean something
-            prompt_tokens = _estimate_tokens(sum(len(str(m.get("content") or "")) for m in request.messages))
-            completion_tokens = _estimate_tokens(len(text))
+            prompt_tokens = estimate_tokens(sum(len(str(m.get("content") or "")) for m in request.messages))
+            completion_tokens = estimate_tokens(len(text))
         return TeacherReply(
             text=text,
             finish_reason=choice.finish_reason,
