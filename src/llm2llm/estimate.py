@@ -9,20 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm2llm.config import Config, TeacherConfig
+from llm2llm.config import Config
 from llm2llm.loop import load_data
 from llm2llm.quality import verifier_messages, verifier_shots
-from llm2llm.teachers import estimate_tokens
+from llm2llm.teachers import estimate_tokens, price
 
 
 def _chars(messages: list[dict[str, str]]) -> int:
     return sum(len(message["content"]) for message in messages)
-
-
-def _cost(settings: TeacherConfig, prompt: int, completion: int) -> float | None:
-    if settings.price_input_per_1m is None or settings.price_output_per_1m is None:
-        return None
-    return (prompt * settings.price_input_per_1m + completion * settings.price_output_per_1m) / 1e6
 
 
 def estimate(config: Config) -> dict[str, Any]:
@@ -49,8 +43,8 @@ def estimate(config: Config) -> dict[str, Any]:
             "prompt_tokens": rounds * per_round,
             "completion_tokens": generate["requests"] * task.max_new_tokens,
         }
-    costs = [_cost(config.teacher, generate["prompt_tokens"], generate["completion_tokens"]),
-             _cost(verifier, verification["prompt_tokens"], verification["completion_tokens"])]
+    costs = [price(config.teacher, generate["prompt_tokens"], generate["completion_tokens"]),
+             price(verifier, verification["prompt_tokens"], verification["completion_tokens"])]
     return {
         "seeds": len(seeds),
         "generating_iterations": rounds,

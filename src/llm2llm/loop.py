@@ -27,7 +27,7 @@ from llm2llm.runstore import RunStore
 from llm2llm.students import Student, build_student
 from llm2llm.tasks import Rejected, Task, build_task
 from llm2llm.quality import RougeIndex, verifier_messages, verifier_shots
-from llm2llm.teachers import ReplyCache, Teacher, TeacherReply, TeacherRequest, build_teacher, generate
+from llm2llm.teachers import ReplyCache, Teacher, TeacherReply, TeacherRequest, build_teacher, generate, price
 
 
 def run(config: Config, *, force: bool = False, ui=None, student: Student | None = None, teacher: Teacher | None = None) -> RunStore:
@@ -213,14 +213,9 @@ def _generate(config: Config, task: Task, teacher: Teacher, verifier: Teacher, c
 
 def _cost(priced: list[tuple[TeacherConfig, list[tuple[str, TeacherReply]]]]) -> float | None:
     """What the replies cost at each model's prices (cached ones too: this run paid for them once); None without prices."""
-    total = 0.0
-    for settings, results in priced:
-        if settings.price_input_per_1m is None or settings.price_output_per_1m is None:
-            return None
-        prompt = sum(reply.prompt_tokens for _, reply in results)
-        completion = sum(reply.completion_tokens for _, reply in results)
-        total += (prompt * settings.price_input_per_1m + completion * settings.price_output_per_1m) / 1e6
-    return round(total, 6)
+    costs = [price(settings, sum(r.prompt_tokens for _, r in results), sum(r.completion_tokens for _, r in results))
+             for settings, results in priced]
+    return None if None in costs else round(sum(costs), 6)
 
 
 def _candidate(task: Task, reply: TeacherReply, parent: Example, iteration: int, sample_index: int, teacher: str, key: str) -> Example:

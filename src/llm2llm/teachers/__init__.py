@@ -79,6 +79,13 @@ def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / 4)
 
 
+def price(config: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Cost of the tokens at the configured prices per million; None when no prices are set."""
+    if config.price_input_per_1m is None or config.price_output_per_1m is None:
+        return None
+    return (prompt_tokens * config.price_input_per_1m + completion_tokens * config.price_output_per_1m) / 1e6
+
+
 def build_teacher(config: TeacherConfig, seed: int) -> Teacher:
     return load_class(config.type, TEACHERS, "teacher.type")(config, seed)
 
