@@ -23,6 +23,7 @@ class RougeIndex:
     def __init__(self, texts: list[str] = (), ids: list[str] = ()) -> None:
         self._vocab: dict[str, int] = {}
         self._encoded: list[str] = []
+        self._lengths: list[int] = []  # words per text, kept beside the encodings for the F1 denominator
         self._ids: list[str] = []
         for i, text in enumerate(texts):
             self.add(text, ids[i] if ids else str(i))
@@ -31,7 +32,9 @@ class RougeIndex:
         return "".join(chr(_FIRST_CODEPOINT + self._vocab.setdefault(word, len(self._vocab))) for word in normalize(text).split())
 
     def add(self, text: str, ident: str) -> None:
-        self._encoded.append(self._encode(text))
+        encoded = self._encode(text)
+        self._encoded.append(encoded)
+        self._lengths.append(len(encoded))
         self._ids.append(ident)
 
     def nearest(self, text: str) -> tuple[float, str | None]:
@@ -40,8 +43,7 @@ class RougeIndex:
         if not self._encoded or not query:
             return 0.0, None
         lcs = process.cdist([query], self._encoded, scorer=LCSseq.similarity, dtype=np.int32)[0]
-        lengths = np.fromiter((len(encoded) for encoded in self._encoded), dtype=np.float64, count=len(self._encoded))
-        f1 = 2 * lcs / (len(query) + lengths)
+        f1 = 2 * lcs / (len(query) + np.asarray(self._lengths, dtype=np.float64))
         best = int(np.argmax(f1))
         return float(f1[best]), self._ids[best]
 
