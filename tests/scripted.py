@@ -1,4 +1,4 @@
-"""A scripted teacher for loop tests: deterministic replies, call counting, optional injected failure."""
+"""A scripted teacher and student for loop tests: deterministic replies, call counting, optional injected failure."""
 
 from __future__ import annotations
 
@@ -50,3 +50,24 @@ class ScriptedTeacher:
 
     def close(self) -> None:
         pass
+
+
+class ScriptedStudent:
+    """No weights: answers the gold label, except for the seed texts in `wrong`, which it always gets wrong."""
+
+    def __init__(self, wrong: set[str]) -> None:
+        from conftest import SEED_ROWS, TEST_ROWS
+
+        self.gold = {row["text"]: row["label"] for row in SEED_ROWS + TEST_ROWS}
+        self.wrong = wrong
+
+    def train_steps(self, n_pairs):
+        return 1
+
+    def train(self, pairs, out_dir, advance=None, init_from=None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {"train_examples": len(pairs)}
+
+    def predict(self, student_dir, prompts, max_new_tokens, advance=None):
+        texts = [messages[-1]["content"] for messages in prompts]
+        return ["nonsense" if text in self.wrong else self.gold[text] for text in texts]

@@ -98,6 +98,18 @@ def test_run_status_report_and_changed_config(tmp_path, tiny_run_args):
     assert changed.exit_code == 2 and "student.epochs" in changed.output and "--force" in changed.output
 
 
+def test_compare_command_prints_the_table_and_writes_the_report(tmp_path, tiny_run_args):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: cmp\nloop:\n  iterations: 2\n")
+    result = invoke("compare", str(config), *tiny_run_args, "--methods", "finetune", "--variant", "lr=finetune student.learning_rate=1e-3",
+                    "--repeats", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "finetune" in result.output and "lr" in result.output and "test acc" in result.output
+    assert (tmp_path / "runs" / "cmp" / "compare.md").is_file() and len(list((tmp_path / "runs" / "cmp" / "lr").iterdir())) == 1
+    unknown = invoke("compare", str(config), *tiny_run_args, "--methods", "finetune,magic")
+    assert unknown.exit_code == 2 and "unknown method 'magic'" in unknown.output
+
+
 @pytest.mark.slow
 def test_demo_command_through_the_installed_entry_point(tmp_path, tiny_run_args):
     """`python -m llm2llm demo` in a real process: the README's demo command, on a tiny student."""
@@ -130,7 +142,7 @@ def test_every_readme_command_exists():
         options = {opt for param in command.params for opt in getattr(param, "opts", [])}
         for flag in (w for w in words[2:] if w.startswith("--")):
             assert flag in options, f"README uses unknown flag {flag} of {words[1]}"
-    tested = {"run", "demo", "status", "report", "config", "models", "estimate"}  # estimate: test_estimate.py
+    tested = {"run", "demo", "status", "report", "config", "models", "estimate", "compare"}  # estimate: test_estimate.py
     assert {words[1] for words in lines} <= tested
 
 

@@ -15,7 +15,7 @@ from llm2llm.loop import run
 from llm2llm.runstore import RunStore
 from llm2llm.students.hf import HFStudent
 
-from scripted import ScriptedTeacher
+from scripted import ScriptedStudent, ScriptedTeacher
 
 ITERATIONS = 3
 
@@ -173,27 +173,6 @@ def test_a_changed_seed_file_is_refused_on_resume(config):
     write_jsonl(Path(config.data.seed_path), SEED_ROWS[:-1])
     with pytest.raises(RunStateError, match="seed file .* changed"):
         run(config)
-
-
-class ScriptedStudent:
-    """No weights: answers the gold label, except for the seed texts in `wrong`, which it always gets wrong."""
-
-    def __init__(self, wrong: set[str]) -> None:
-        from conftest import SEED_ROWS, TEST_ROWS
-
-        self.gold = {row["text"]: row["label"] for row in SEED_ROWS + TEST_ROWS}
-        self.wrong = wrong
-
-    def train_steps(self, n_pairs):
-        return 1
-
-    def train(self, pairs, out_dir, advance=None):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return {"train_examples": len(pairs)}
-
-    def predict(self, student_dir, prompts, max_new_tokens, advance=None):
-        texts = [messages[-1]["content"] for messages in prompts]
-        return ["nonsense" if text in self.wrong else self.gold[text] for text in texts]
 
 
 def test_the_loop_stops_when_no_seed_is_wrong(config):

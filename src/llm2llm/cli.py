@@ -1,4 +1,4 @@
-"""Command line: `llm2llm run|demo|estimate|status|report|config|models`. Exit codes are decided here and only here.
+"""Command line: `llm2llm run|demo|compare|estimate|status|report|config|models`. Exit codes are decided here and only here.
 
 0 success · 2 a problem the user can fix (config, data, model, teacher refusal, changed run) · 130 interrupted
 (run the same command again to resume) · 1 an internal error (traceback written to a log file, not the screen).
@@ -52,6 +52,14 @@ def _guarded(action: Callable[[], None], log_dir: Path | None = None) -> None:
         raise typer.Exit(1) from None
 
 
+def _quiet_transformers() -> None:
+    # transformers warns about its own deprecated attribute when peft/accelerate read it: not actionable for users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a bar per weight load/save; ours show the stages instead
+
+
 def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: bool) -> None:
     from llm2llm import report
     from llm2llm.config import load_config
@@ -59,11 +67,7 @@ def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: 
     from llm2llm.progress import RichUI, SilentUI
 
     config = load_config(config_path, overrides or [])
-    # transformers warns about its own deprecated attribute when peft/accelerate read it: not actionable for users.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # a bar per weight load/save; ours show the stages instead
+    _quiet_transformers()
 
     def action() -> None:
         ui = SilentUI() if quiet else RichUI(err_console)
@@ -98,6 +102,52 @@ def demo(
 
     demo_config = Path(str(resources.files("llm2llm") / "demo_data" / "demo.yaml"))
     _guarded(lambda: _run(demo_config, overrides, force, quiet))
+
+
+@app.command("compare")
+def compare_command(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: Optional[List[str]] = OVERRIDES,
+    methods: str = typer.Option(
+        "finetune,llm2llm,auggpt,eda,more_data", "--methods",
+        help="Comma-separated: finetune, llm2llm, auggpt, eda, more_data, one_shot, source_all, continue_training.",
+    ),
+    variants: Optional[List[str]] = typer.Option(
+        None, "--variant", help="An extra row 'label=method key=value ...', e.g. 'no_verify=llm2llm quality.verify=false'. Repeatable.",
+    ),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per method, with seed, seed+1, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Compare LLM2LLM with baselines and ablations on the same data (mean ± std over repeats); resumable."""
+
+    def action() -> None:
+        from rich.table import Table
+
+        from llm2llm import compare as comparison, report
+        from llm2llm.loop import run
+        from llm2llm.progress import RichUI, SilentUI
+
+        _quiet_transformers()
+        ui = SilentUI() if quiet else RichUI(err_console)
+
+        def run_one(settings):
+            store = run(settings, ui=ui)
+            report.write(store)
+            return store
+
+        chosen = [comparison.Method.parse(name.strip()) for name in methods.split(",") if name.strip()]
+        chosen += [comparison.Method.parse(spec) for spec in variants or []]
+        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, log=lambda line: err_console.print(line, highlight=False))
+        table = Table(title=f"{config}: {repeats} repeat(s)", padding=(0, 1))
+        for header in comparison.HEADERS:
+            table.add_column(header, justify="left" if header == "method" else "right")
+        for row in summary["table"]:
+            table.add_row(*comparison.cells(row))
+        console.print(table)
+        root = Path(summary["root"])
+        console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}")
+
+    _guarded(action)
 
 
 @app.command()
@@ -142,6 +192,8 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         config = store.config()
         state = store.state()
         stages = ["finetune", "evaluate", "test", "filter", "generate", "append"]
+        if config.augment.method != "llm2llm":
+            stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
         console.print(f"[bold]{run_dir}[/]: {config.loop.iterations} iterations planned; "
                       + ("[green]finished[/]" if state.get("finished") else "[yellow]not finished[/]"))
         for iteration in range(config.loop.iterations):

@@ -79,6 +79,10 @@ class StudentConfig(_Section):
     keep_checkpoints: Literal["all", "last", "none"] = Field(
         "last", description="Student weights kept per iteration: all, only the latest, or none after evaluation."
     )
+    continue_training: bool = Field(
+        False, description="Ablation (paper Table 5): fine-tune each iteration from the previous iteration's student "
+        "instead of the base weights. Off, as in the paper: from the base weights every time.",
+    )
 
 
 class TeacherConfig(_Section):
@@ -149,6 +153,34 @@ class QualityConfig(_Section):
     )
 
 
+class AugmentConfig(_Section):
+    method: Literal["llm2llm", "auggpt", "eda", "more_data"] = Field(
+        "llm2llm",
+        description="llm2llm: the loop. Baselines that train once on the seeds plus `count` examples made without the loop: "
+        "auggpt (the teacher writes from every seed, not just wrong ones), eda (synonym replacement, insertion, swap, "
+        "deletion; classification), more_data (real examples drawn from pool_path).",
+    )
+    count: int | None = Field(
+        None, ge=1, description="Examples to add for the baselines and one_shot (`llm2llm compare` sets it to what the loop added).",
+    )
+    one_shot: bool = Field(
+        False, description="Ablation (paper Table 4): make all `count` examples from iteration 0's wrong seeds at once, "
+        "then train once more (needs loop.iterations=2).",
+    )
+    source: Literal["seed", "all"] = Field(
+        "seed", description="Ablation (paper Table 6): find wrong examples among the seeds only, or among all of D_i "
+        "(generated ones too, which then become parents).",
+    )
+    pool_path: str | None = Field(
+        None, description="more_data: file of extra real examples with the seed file's columns; rows whose text is in "
+        "the seed or test set are skipped.",
+    )
+    eda_alpha: float = Field(0.1, gt=0, le=0.5, description="eda: share of a sentence's words each operation changes (EDA paper: 0.1).")
+    max_rounds: int = Field(
+        3, ge=1, description="auggpt/one_shot: rounds of asking again for the shortfall when validation rejects replies.",
+    )
+
+
 class BudgetConfig(_Section):
     max_teacher_tokens: int | None = Field(
         None, ge=1, description="Stop before a generate stage once the run's teacher tokens (prompt + completion, verification "
@@ -169,11 +201,26 @@ class Config(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
-    def _cost_needs_prices(self) -> "Config":
+    def _consistent(self) -> "Config":
         if self.budget.max_cost is not None and None in (self.teacher.price_input_per_1m, self.teacher.price_output_per_1m):
             raise ValueError("budget.max_cost needs teacher.price_input_per_1m and teacher.price_output_per_1m")
+        augment = self.augment
+        if augment.method != "llm2llm":
+            if augment.count is None:
+                raise ValueError(f"augment.method={augment.method} needs augment.count (how many examples to add)")
+            if self.loop.iterations != 1:
+                raise ValueError(f"augment.method={augment.method} trains once on the seeds plus its examples: set loop.iterations=1")
+            if augment.one_shot or self.student.continue_training:
+                raise ValueError("augment.one_shot and student.continue_training are switches of augment.method=llm2llm")
+        if augment.method == "more_data" and not augment.pool_path:
+            raise ValueError("augment.method=more_data needs augment.pool_path (a file of real examples to draw from)")
+        if augment.one_shot and (augment.count is None or self.loop.iterations != 2):
+            raise ValueError("augment.one_shot makes all examples in iteration 0 and trains once more: set augment.count and loop.iterations=2")
+        if self.student.continue_training and self.student.keep_checkpoints == "none":
+            raise ValueError("student.continue_training starts from the previous iteration's student: student.keep_checkpoints cannot be none")
         return self
 
     @property
@@ -244,6 +291,7 @@ def _absolute_paths(config: Config) -> Config:
 
     config.data.seed_path = absolute(config.data.seed_path)
     config.data.test_path = absolute(config.data.test_path)
+    config.augment.pool_path = absolute(config.augment.pool_path)
     config.output_dir = absolute(config.output_dir)
     for section in (config.student, config.teacher, config.quality.verifier):
         if section is not None and Path(section.model).expanduser().exists():

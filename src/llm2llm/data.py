@@ -33,12 +33,15 @@ class Example(BaseModel):
     text: str
     label: str
     choices: list[str] | None = None
-    origin: Literal["seed", "test", "teacher"]
+    origin: Literal["seed", "test", "teacher", "eda", "pool"]
     source: str | None = None  # file:line for rows read from disk
     parent_id: str | None = None  # the seed example a teacher example was made from
     iteration: int | None = None  # the iteration whose wrong answers produced it
     teacher: str | None = None  # teacher model name
     prompt_hash: str | None = None  # hash of the exact teacher request
+
+
+_PATH_KEYS = {"seed": "data.seed_path", "test": "data.test_path", "pool": "augment.pool_path"}
 
 
 def content_hash(*parts: Any, length: int = 12) -> str:
@@ -51,7 +54,7 @@ def load_examples(
     *,
     text_field: str,
     label_field: str,
-    origin: Literal["seed", "test"],
+    origin: Literal["seed", "test", "pool"],
     choices_field: str | None = None,
     id_field: str | None = None,
     limit: int | None = None,
@@ -62,7 +65,7 @@ def load_examples(
     reader = _read_hf_rows(path, hf_subset, label_field) if path.startswith("hf:") else _read_rows(path)
     rows = list(reader)
     if not rows:
-        raise DataError(f"{path}: no examples found (the file is empty). Point data.{origin}_path at a file with rows.")
+        raise DataError(f"{path}: no examples found (the file is empty). Point {_PATH_KEYS[origin]} at a file with rows.")
     examples: list[Example] = []
     seen_ids: Counter[str] = Counter()
     for where, row in rows[:limit] if limit else rows:

@@ -43,11 +43,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -65,12 +65,7 @@ class RunStore:
         new_text = config_to_yaml(config)
         if frozen_path.is_file():
             old_text = frozen_path.read_text(encoding="utf-8")
-            old, new = _flatten(yaml.safe_load(old_text)), _flatten(yaml.safe_load(new_text))
-            defaults = _flatten(Config().model_dump(mode="json"))
-            changed = {
-                key for key in old.keys() | new.keys()
-                if old.get(key) != new.get(key) and not (key not in old and new[key] == defaults.get(key))  # a key newer than the run, at its default
-            } - RESUMABLE_CHANGES
+            changed = self.changes(config) - RESUMABLE_CHANGES
             if changed and not force:
                 diff = "".join(
                     difflib.unified_diff(
@@ -83,6 +78,14 @@ class RunStore:
                     "with the new config (finished stages are kept)."
                 )
         _atomic_write(frozen_path, new_text)
+
+    def changes(self, config: Config) -> set[str]:
+        """Keys whose value differs between the run's frozen config and `config` (a key newer than the run counts
+        only once it leaves its default)."""
+        old = flatten(yaml.safe_load((self.root / "config.yaml").read_text(encoding="utf-8")))
+        new, defaults = flatten(config.model_dump(mode="json")), flatten(Config().model_dump(mode="json"))
+        return {key for key in old.keys() | new.keys()
+                if old.get(key) != new.get(key) and not (key not in old and new[key] == defaults.get(key))}
 
     def config(self) -> Config:
         path = self.root / "config.yaml"

@@ -16,8 +16,9 @@ Advance = Callable[[int], None]  # progress callback: n steps done
 
 
 class Student(Protocol):
-    def train(self, pairs: list[tuple[Messages, str]], out_dir: Path, advance: Advance | None = None) -> dict[str, Any]:
-        """Fine-tune the base weights on the pairs, save to out_dir, return training stats."""
+    def train(self, pairs: list[tuple[Messages, str]], out_dir: Path, advance: Advance | None = None,
+              init_from: Path | None = None) -> dict[str, Any]:
+        """Fine-tune the base weights (or the student saved in init_from) on the pairs, save to out_dir, return training stats."""
 
     def predict(self, student_dir: Path, prompts: list[Messages], max_new_tokens: int, advance: Advance | None = None) -> list[str]:
         """Greedy completions of the prompts by the student saved in student_dir."""

@@ -116,7 +116,8 @@ class HFStudent:
     def train_steps(self, n_pairs: int) -> int:
         return self.config.epochs * math.ceil(n_pairs / self.config.batch_size)
 
-    def train(self, pairs: list[tuple[Messages, str]], out_dir: Path, advance: Advance | None = None) -> dict[str, Any]:
+    def train(self, pairs: list[tuple[Messages, str]], out_dir: Path, advance: Advance | None = None,
+              init_from: Path | None = None) -> dict[str, Any]:
         torch = _import_torch()
         from accelerate import Accelerator
         from transformers import get_scheduler
@@ -128,10 +129,17 @@ class HFStudent:
         # at fine-tuning learning rates are below the weights' resolution and are lost. A frozen LoRA base
         # can live in the compute dtype.
         weights_dtype = compute_dtype if self.config.finetune == "lora" else torch.float32
-        # From the base weights every time (paper §3.1: re-training from scratch beats continuing, Table 5).
+        # From the base weights every time (paper §3.1: re-training from scratch beats continuing, Table 5),
+        # unless init_from names an earlier student to continue (the ablation).
         model, tokenizer = self._load_base(weights_dtype)
+        if init_from is not None and self.config.finetune == "full":
+            model = self._load_full(init_from, weights_dtype)
         base_fingerprint = _fingerprint(model)
-        if self.config.finetune == "lora":
+        if init_from is not None and self.config.finetune == "lora":
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, init_from, is_trainable=True)
+        elif self.config.finetune == "lora":
             model = self._add_lora(model)
         encoded = [encode_pair(tokenizer, messages, target, self.config.max_length) for messages, target in pairs]
         batches = LengthGroupedBatches([len(ids) for ids, _ in encoded], self.config.batch_size, self.seed)
@@ -212,6 +220,13 @@ class HFStudent:
         )
         return get_peft_model(model, config)
 
+    def _load_full(self, student_dir: Path, dtype):
+        from transformers import AutoModelForCausalLM
+
+        if not (student_dir / "config.json").is_file():
+            raise ModelError(f"no fully fine-tuned student in {student_dir}; delete the iteration's state to retrain")
+        return AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype)
+
     # ── predict ─────────────────────────────────────────────────────────────────────────────────
     def _load_trained(self, student_dir: Path):
         if self._in_memory is not None and self._in_memory[0] == student_dir:
@@ -219,7 +234,7 @@ class HFStudent:
         if not (student_dir / "config.json").is_file() and not (student_dir / "adapter_config.json").is_file():
             raise ModelError(f"no trained student in {student_dir}; delete the iteration's state to retrain")
         torch = _import_torch()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if (student_dir / "adapter_config.json").is_file():
             from peft import PeftModel
@@ -227,7 +242,7 @@ class HFStudent:
             base, _ = self._load_base()
             model = PeftModel.from_pretrained(base, student_dir).merge_and_unload()
         else:
-            model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=self._dtype())
+            model = self._load_full(student_dir, self._dtype())
         tokenizer = AutoTokenizer.from_pretrained(student_dir)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,1 @@
+"""Baselines that make training data without the loop: EDA, AugGPT (augment every seed), more real data."""

@@ -1,0 +1,178 @@
+"""`llm2llm compare`, the baselines (AugGPT, EDA, more real data) and the paper's ablations as loop switches.
+
+Compare logic runs with a scripted student and teacher (fast, deterministic); the ablations that touch training
+(continued training, one-shot, generated parents) run the real HF student on a tiny random 2-layer model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
+from llm2llm.compare import Method, compare, config_hash
+from llm2llm.config import load_config
+from llm2llm.data import read_examples, read_jsonl
+from llm2llm.errors import ConfigError
+from llm2llm.loop import run
+from llm2llm.tasks import normalize
+
+from scripted import ScriptedStudent, ScriptedTeacher
+
+POOL_ROWS = [
+    {"text": "My card was billed for a plan I cancelled", "label": "billing"},
+    {"text": "The delivery van never showed up today", "label": "shipping"},
+    {"text": "Login fails with a blank page on my phone", "label": "technical"},
+    {"text": "Why is there a late fee on my statement?", "label": "billing"},
+    {"text": "Tracking says delivered but nothing arrived", "label": "shipping"},
+    {"text": "The printer driver will not install", "label": "technical"},
+    SEED_ROWS[0],  # a seed and a test row in the pool must never be drawn
+    TEST_ROWS[0],
+]
+
+
+@pytest.fixture(autouse=True)
+def reset_teacher_calls():
+    ScriptedTeacher.calls = []
+
+
+@pytest.fixture
+def config_file(tmp_path, data_files, tiny_model_dir):
+    seeds, test = data_files
+    pool = write_jsonl(tmp_path / "pool.jsonl", POOL_ROWS)
+    settings = {
+        "name": "cmp", "output_dir": str(tmp_path / "runs"),
+        "data": {"seed_path": str(seeds), "test_path": str(test)},
+        "student": {"model": tiny_model_dir, "finetune": "full", "epochs": 1, "batch_size": 4, "learning_rate": 1e-3},
+        "teacher": {"type": "scripted:ScriptedTeacher", "samples_per_wrong": 2},
+        "loop": {"iterations": 3},
+        "augment": {"pool_path": str(pool), "max_rounds": 6},
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(json.dumps(settings), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+class Runner:
+    """Runs configs with a scripted student that always gets two seed examples wrong; counts the runs."""
+
+    def __init__(self, wrong=(SEED_ROWS[0]["text"], SEED_ROWS[4]["text"])) -> None:
+        self.wrong, self.configs = set(wrong), []
+
+    def __call__(self, config):
+        self.configs.append(config)
+        return run(config, student=ScriptedStudent(self.wrong))
+
+
+def _runs(summary, method):
+    return [r for r in summary["runs"] if r["method"] == method]
+
+
+def test_compare_matches_counts_and_reuses_finished_runs(config_file):
+    runner = Runner()
+    methods = [Method.parse(m) for m in ("finetune", "llm2llm", "auggpt", "eda", "more_data")]
+    summary = compare(config_file, [], methods, 2, runner)
+    assert len(runner.configs) == 10
+    for repeat in range(2):
+        by_method = {r["method"]: r for r in summary["runs"] if r["repeat"] == repeat}
+        added = by_method["llm2llm"]["augmented"]
+        assert added > 0 and by_method["finetune"]["augmented"] == 0
+        assert all(by_method[m]["augmented"] == added for m in ("auggpt", "eda", "more_data"))  # equal data size
+        assert by_method["finetune"]["seed"] == repeat  # repeat k runs with seed + k
+    table = {row["method"]: row for row in summary["table"]}
+    assert table["llm2llm"]["runs"] == 2 and len(table["llm2llm"]["test_runs"]) == 2
+    assert table["llm2llm"]["test_std"] is not None and table["finetune"]["teacher_requests"] == 0
+    root = config_file.parent / "runs" / "cmp"
+    assert "| llm2llm |" in (root / "compare.md").read_text() and (root / "compare.png").stat().st_size > 0
+
+    # AugGPT asks from every seed, not only the two the student got wrong.
+    auggpt = _runs(summary, "auggpt")[0]
+    parents = {e.parent_id for e in read_examples(f"{auggpt['run_dir']}/iter_000/train.jsonl") if e.origin == "teacher"}
+    wrong_ids = {e.id for e in read_examples(f"{_runs(summary, 'llm2llm')[0]['run_dir']}/iter_000/wrong.jsonl")}
+    assert len(parents - wrong_ids) >= 1
+    # More data: real pool rows, never a seed or test text; EDA: the seed's label, a changed text.
+    pool = [e for e in read_examples(f"{_runs(summary, 'more_data')[0]['run_dir']}/iter_000/train.jsonl") if e.origin == "pool"]
+    taken = {normalize(row["text"]) for row in SEED_ROWS + TEST_ROWS}
+    assert pool and all(normalize(e.text) not in taken for e in pool)
+    seeds_by_id = {e.id: e for e in read_examples(f"{_runs(summary, 'finetune')[0]['run_dir']}/iter_000/train.jsonl")}
+    eda_rows = [e for e in read_examples(f"{_runs(summary, 'eda')[0]['run_dir']}/iter_000/train.jsonl") if e.origin == "eda"]
+    assert eda_rows and all(e.label == seeds_by_id[e.parent_id].label and e.text != seeds_by_id[e.parent_id].text for e in eda_rows)
+
+    # The same comparison again: every run is reused, no model loaded, no teacher request.
+    calls = len(ScriptedTeacher.calls)
+    again = compare(config_file, [], methods, 2, Runner())
+    assert again["table"] == summary["table"] and len(ScriptedTeacher.calls) == calls
+    # One more repeat runs only the new repeat's five runs.
+    more = Runner()
+    compare(config_file, [], methods, 3, more)
+    assert len(more.configs) == 5 and {c.seed for c in more.configs} == {2}
+
+
+def test_count_matched_methods_are_skipped_when_the_loop_adds_nothing(config_file):
+    summary = compare(config_file, [], [Method.parse("finetune"), Method.parse("eda")], 1, Runner(wrong=()))
+    assert [r["method"] for r in summary["runs"]] == ["llm2llm", "finetune", "eda"]  # llm2llm added for the count
+    assert _runs(summary, "eda")[0]["skipped"] == "llm2llm added no examples"
+    assert {row["method"]: row["runs"] for row in summary["table"]}["eda"] == 0
+
+
+def test_method_specs_and_config_hash(config_file):
+    variant = Method.parse("no_verify=llm2llm quality.verify=false")
+    assert (variant.label, variant.base, variant.overrides) == ("no_verify", "llm2llm", ["quality.verify=false"])
+    with pytest.raises(ConfigError, match="unknown method 'edda'"):
+        Method.parse("edda")
+    with pytest.raises(ConfigError, match="labels repeat"):
+        compare(config_file, [], [Method.parse("eda"), Method.parse("eda")], 1, Runner())
+    base = load_config(config_file)
+    assert config_hash(base) == config_hash(load_config(config_file, ["name=other", "teacher.max_concurrency=4"]))
+    assert config_hash(base) != config_hash(load_config(config_file, ["student.epochs=2"]))
+    assert config_hash(base) != config_hash(load_config(config_file, ["loop.iterations=2"]))  # a finished run is not longer
+
+
+def test_method_configs_are_checked_before_anything_runs(config_file):
+    runner = Runner()
+    with pytest.raises(ConfigError, match="(?s)method more_data: .*needs augment.pool_path"):
+        compare(config_file, ["augment.pool_path=null"], [Method.parse("finetune"), Method.parse("more_data")], 1, runner)
+    assert runner.configs == []
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["augment.method=eda"], "needs augment.count"),
+    (["augment.method=eda", "augment.count=3"], "set loop.iterations=1"),
+    (["augment.one_shot=true", "augment.count=3", "loop.iterations=3"], "loop.iterations=2"),
+    (["student.continue_training=true", "student.keep_checkpoints=none"], "cannot be none"),
+])
+def test_augment_switches_are_validated(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_eda_is_refused_for_tasks_that_are_not_classification(config_file):
+    config = load_config(config_file, ["augment.method=eda", "augment.count=2", "loop.iterations=1", "task.type=math"])
+    with pytest.raises(ConfigError, match="for classification"):
+        from llm2llm.augment.baselines import eda_examples
+
+        eda_examples(config, [])
+
+
+def test_ablation_switches_change_the_loop(config_file):
+    # Continued training: each iteration starts from the previous iteration's weights, not the base.
+    store = run(load_config(config_file, ["student.continue_training=true", "student.keep_checkpoints=all"]))
+    metrics = [store.metrics(i) for i in range(3)]
+    assert metrics[1]["base_fingerprint"] == metrics[0]["trained_fingerprint"] != metrics[0]["base_fingerprint"]
+    assert metrics[2]["base_fingerprint"] == metrics[1]["trained_fingerprint"]
+
+    # One-shot: every example is made from iteration 0's wrong seeds, then the student trains once more.
+    store = run(load_config(config_file, ["name=one", "augment.one_shot=true", "augment.count=5", "loop.iterations=2"]))
+    assert store.info(0, "generate")["accepted"] == 5 and not store.done(1, "generate")
+    assert len(read_examples(store.root / "iter_001" / "train.jsonl")) == len(SEED_ROWS) + 5
+    rounds = read_jsonl(store.root / "iter_000" / "rejected.jsonl")
+    assert store.info(0, "generate")["requests"] == 5 + len(rounds)  # the shortfall was asked for again
+
+    # Generated examples as parents (augment.source=all): they are evaluated, and wrong ones get children.
+    store = run(load_config(config_file, ["name=all", "augment.source=all"]))
+    assert (store.root / "iter_001" / "generated_predictions.jsonl").is_file()
+    wrong = read_examples(store.root / "iter_001" / "wrong.jsonl")
+    children = read_examples(store.root / "iter_001" / "generated.jsonl")
+    generated_parents = {e.id for e in wrong if e.origin == "teacher"}
+    assert generated_parents and generated_parents & {e.parent_id for e in children}
