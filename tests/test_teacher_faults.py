@@ -33,6 +33,7 @@ SECRET = "sk-test-SECRET-123"
 KEY_ENV = "LLM2LLM_FAULTS_TEST_KEY"
 TIMEOUT_S = 2.0
 SLOW_S = 4.0  # past TIMEOUT_S: the client gives up first
+HOLD_S = 0.5
 CANNED_TEXT = "Text: my parcel is late\nLabel: shipping"
 CANNED_REPLY = {  # a chat completion without `usage`, as some servers send
     "id": "chatcmpl-canned", "object": "chat.completion", "created": 0, "model": "canned",
@@ -55,6 +56,7 @@ class FaultProxy:
         self.upstream_root = upstream.removesuffix("/v1") if upstream else None
         self.arrivals: dict[str, list[float]] = defaultdict(list)  # marker -> monotonic time of each attempt
         self.lock = threading.Lock()
+        self.active = self.peak = 0  # requests being answered now, and the most at once
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,6 +90,9 @@ class FaultProxy:
             self.arrivals[marker].append(time.monotonic())
             attempt = len(self.arrivals[marker])
         fault = self.script(marker, attempt)
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
         try:
             if fault == "429":
                 self.send(handler, 429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
@@ -103,6 +108,9 @@ class FaultProxy:
                 self.send(handler, 200, b'{"id": "chatcmpl-cut", "choices": [{"index": 0, "mess')
             elif fault == "canned":
                 self.send(handler, 200, CANNED_REPLY)
+            elif fault == "hold":  # a reply that takes a while, so requests overlap
+                time.sleep(HOLD_S)
+                self.send(handler, 200, CANNED_REPLY)
             else:
                 status, reply = self.forward(handler.path, body)
                 if status == 200 and fault == "length":
@@ -112,6 +120,9 @@ class FaultProxy:
                 self.send(handler, status, reply)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and left
+        finally:
+            with self.lock:
+                self.active -= 1
 
     def forward(self, path: str, body: bytes) -> tuple[int, dict]:
         request = urllib.request.Request(self.upstream_root + path, data=body, headers={"Content-Type": "application/json"})
@@ -305,4 +316,37 @@ def test_cache_rows_from_before_retries_were_counted_still_load(tmp_path):
     cache.connection.execute("INSERT INTO replies (key, model, request, reply) VALUES ('k', 'm', '{}', ?)", (json.dumps(old_row),))
     reply = cache.get("k")
     assert reply.text == "hi" and reply.retries == 0 and not reply.tokens_estimated and reply.cached
+    cache.close()
+
+
+def test_requests_overlap_through_the_async_client_up_to_max_concurrency(tmp_path, secret_key):
+    requests = [TeacherRequest(messages("hold"), sample_index=k) for k in range(8)]
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    with FaultProxy(lambda marker, attempt: "hold") as proxy:
+        teacher = build_teacher(teacher_config(proxy.base_url), seed=0)
+        threads_before = threading.active_count()
+        started = time.monotonic()
+        results = generate(teacher, requests, cache, max_concurrency=3)
+        elapsed = time.monotonic() - started
+        time.sleep(0.1)  # the proxy's handler threads end just after their replies
+        assert threading.active_count() == threads_before  # one event loop on this thread, no worker threads left
+        teacher.close()
+    assert proxy.peak == 3 and proxy.attempts() == 8  # bounded, and really concurrent
+    assert elapsed < 8 * HOLD_S * 0.6  # 3 batches of HOLD_S, not 8
+    assert [key for key, _ in results] == [request_key(teacher, r) for r in requests]  # in the order asked
+    assert len(cache) == 8
+    cache.close()
+
+
+def test_a_fatal_error_sends_nothing_queued_and_keeps_the_reply_in_flight(tmp_path, secret_key):
+    requests = [TeacherRequest(messages("hold")), TeacherRequest(messages("refused"))] + [
+        TeacherRequest(messages("hold"), sample_index=k) for k in range(1, 5)]
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    with FaultProxy(lambda marker, attempt: "401" if marker == "refused" else "hold") as proxy:
+        teacher = build_teacher(teacher_config(proxy.base_url), seed=0)
+        with pytest.raises(TeacherError, match="HTTP 401"):
+            generate(teacher, requests, cache, max_concurrency=2)
+        teacher.close()
+        assert proxy.attempts() == 2  # the two in flight; the four queued were never sent
+    assert cache.get(request_key(teacher, requests[0])).text == CANNED_TEXT  # the reply in flight was awaited and kept
     cache.close()

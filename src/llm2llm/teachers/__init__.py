@@ -7,11 +7,11 @@ never pays for the same request twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
-import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -145,36 +145,14 @@ def generate(
         advance(sum(reply is not None for reply in replies))
     missing = [i for i, reply in enumerate(replies) if reply is None]
     if missing:
-        stopped = threading.Event()
-
-        def complete(i: int) -> TeacherReply | None:
-            # Set from the worker thread itself, so no queued request slips out between a fatal error and shutdown.
-            if stopped.is_set():
-                return None
-            try:
-                # The per-request seed comes from the key: the same request samples the same way on every run.
-                return teacher.complete(requests[i], int(keys[i][:8], 16))
-            except BaseException:
-                stopped.set()
-                raise
-
-        pool = ThreadPoolExecutor(max_workers=max_concurrency)
+        sending = _send(teacher, requests, keys, missing, replies, cache, max_concurrency, advance)
         try:
-            futures = {pool.submit(complete, i): i for i in missing}
-            for future in as_completed(futures):
-                i = futures[future]
-                reply = future.result()
-                if reply is None:  # skipped after another request's fatal error, which as_completed will raise
-                    continue
-                if reply.error is None:
-                    cache.put(keys[i], teacher.name, requests[i], reply)
-                replies[i] = reply
-                if advance:
-                    advance(1)
-        finally:
-            # On Ctrl-C or a fatal error, drop queued requests instead of sending them.
-            stopped.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no event loop in this thread
+            asyncio.run(sending)
+        else:  # called from async code (a notebook): run on a thread with its own loop
+            with ThreadPoolExecutor(max_workers=1) as runner:
+                runner.submit(asyncio.run, sending).result()
     failed = [reply for reply in replies if reply is not None and reply.error]
     if requests and len(failed) / len(requests) > max_failure_ratio:
         raise TeacherError(
@@ -184,3 +162,57 @@ def generate(
             "from them; check the endpoint, or raise teacher.max_failure_ratio / teacher.max_retries."
         )
     return list(zip(keys, replies))  # type: ignore[arg-type]
+
+
+async def _send(teacher: Teacher, requests: list[TeacherRequest], keys: list[str], missing: list[int],
+                replies: list[TeacherReply | None], cache: ReplyCache, max_concurrency: int, advance) -> None:
+    """Send the missing requests, at most max_concurrency in flight: through the teacher's async client where it has
+    one (`acomplete`), else its complete() on as many worker threads. Each reply is cached as it arrives (on this
+    thread). After a fatal error or Ctrl-C nothing queued is sent, and requests already sent are waited for, so
+    their replies are kept and no server is stopped under them."""
+    loop = asyncio.get_running_loop()
+    threads = None if hasattr(teacher, "acomplete") else ThreadPoolExecutor(max_workers=max_concurrency)
+    slots = asyncio.Semaphore(max_concurrency)
+    stopped, sent = False, set()
+
+    def keep(i: int, reply: TeacherReply) -> None:
+        if reply.error is None:
+            cache.put(keys[i], teacher.name, requests[i], reply)
+        replies[i] = reply
+        if advance:
+            advance(1)
+
+    async def one(i: int) -> tuple[int, TeacherReply | None]:
+        nonlocal stopped
+        async with slots:
+            if stopped:
+                return i, None
+            sent.add(i)
+            seed = int(keys[i][:8], 16)  # from the key: the same request samples the same way on every run
+            try:
+                if threads is None:
+                    return i, await teacher.acomplete(requests[i], seed)
+                return i, await loop.run_in_executor(threads, teacher.complete, requests[i], seed)
+            except BaseException:
+                stopped = True  # set before the slot is freed, so no queued request goes out after a fatal error
+                raise
+
+    tasks = {i: asyncio.ensure_future(one(i)) for i in missing}
+    try:
+        for finished in asyncio.as_completed(tasks.values()):
+            i, reply = await finished
+            if reply is not None:
+                keep(i, reply)
+    finally:
+        stopped = True
+        for i, task in tasks.items():
+            if i not in sent:
+                task.cancel()
+        unkept = [task for i, task in tasks.items() if i in sent and replies[i] is None]  # in flight, or done unread
+        for outcome in await asyncio.gather(*unkept, return_exceptions=True):
+            if isinstance(outcome, tuple) and outcome[1] is not None:
+                keep(*outcome)
+        if hasattr(teacher, "aclose"):
+            await teacher.aclose()
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)

@@ -3,13 +3,15 @@
 The API key is read from the environment variable named by `teacher.api_key_env` when the client is made and
 is never written to disk, logs or error messages.
 
-Retries are ours, not the SDK's (its client is made with max_retries=0), so that every reply can say how many it
+Requests go through the SDK's async client, so `generate` keeps `teacher.max_concurrency` of them in flight on
+one event loop. Retries are ours, not the SDK's (its client is made with max_retries=0), so that every reply can say how many it
 took: connection errors, timeouts, 429, 5xx and malformed bodies are retried with exponential backoff and full
 jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -72,13 +74,16 @@ class _RetryAfterOrBackoff:
 
 
 class OpenAITeacher:
+    """Requests go through the SDK's async client (`acomplete`), one client per event loop; `generate` runs them
+    concurrently on one loop. `complete` is the same request for callers without a loop."""
+
     def __init__(self, config: TeacherConfig, seed: int) -> None:
         self.config = config
         self.seed = seed
         self.name = config.model
-        self._client = None
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}  # an async client belongs to the loop it runs on
         self._key: str | None = None  # the real key, to redact from any text we pass on
-        self._connect_lock = threading.Lock()  # worker threads must not each start a client (or a server)
+        self._connect_lock = threading.Lock()  # threads calling complete() must not each start a server
 
     def params(self) -> dict[str, Any]:
         return sampling_params(self.config, self.seed)
@@ -87,15 +92,16 @@ class OpenAITeacher:
         """(base_url, model name the server expects)."""
         return self.config.base_url or OPENAI_URL, self.config.model
 
-    def _connect(self):
+    def _client(self):
+        loop = asyncio.get_running_loop()
         with self._connect_lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+            if loop not in self._clients:
+                self._clients[loop] = self._make_client()
+            return self._clients[loop]
 
     def _make_client(self):
         try:
-            from openai import OpenAI
+            from openai import AsyncOpenAI
         except ImportError:
             raise TeacherError("the openai teacher needs the openai package: pip install openai") from None
         base_url, _ = self._endpoint()
@@ -109,8 +115,8 @@ class OpenAITeacher:
             key = "not-needed"  # local servers accept any key
         else:
             self._key = key
-        # max_retries=0: complete() retries itself, so that it can count the retries and cap the waits.
-        return OpenAI(base_url=base_url, api_key=key, timeout=self.config.timeout_s, max_retries=0)
+        # max_retries=0: acomplete() retries itself, so that it can count the retries and cap the waits.
+        return AsyncOpenAI(base_url=base_url, api_key=key, timeout=self.config.timeout_s, max_retries=0)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
@@ -127,12 +133,12 @@ class OpenAITeacher:
             detail = f"{type(exc).__name__}: {exc}"
         return self._redact(detail)[:200]
 
-    def _create(self, client, model: str, request: TeacherRequest, params: dict[str, Any], seed: int):
+    async def _create(self, client, model: str, request: TeacherRequest, params: dict[str, Any], seed: int):
         """One attempt; raises _MalformedReply for a body that is not a chat completion."""
         import openai
 
         try:
-            response = client.chat.completions.create(
+            response = await client.chat.completions.create(
                 model=model,
                 messages=request.messages,
                 temperature=params["temperature"],
@@ -147,13 +153,23 @@ class OpenAITeacher:
         return response
 
     def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
-        import openai
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+        async def once() -> TeacherReply:
+            try:
+                return await self.acomplete(request, seed)
+            finally:
+                await self.aclose()
 
-        client = self._connect()
-        base_url, model = self._endpoint()
+        return asyncio.run(once())
+
+    async def acomplete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        import openai
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+        with self._connect_lock:
+            base_url, model = self._endpoint()
+        client = self._client()
         params = request.sampling(self.params())
-        retrying = Retrying(
+        retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=_RetryAfterOrBackoff(self.config.retry_wait_s, self.config.retry_max_wait_s),
@@ -161,10 +177,10 @@ class OpenAITeacher:
         )
         attempts = 0
         try:
-            for attempt in retrying:
+            async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    response = self._create(client, model, request, params, seed)
+                    response = await self._create(client, model, request, params, seed)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError, openai.BadRequestError) as exc:
             # Retrying cannot fix these: stop the run and say where.
             detail = self._redact(str(getattr(exc, "message", exc)))[:300]
@@ -197,10 +213,15 @@ class OpenAITeacher:
             tokens_estimated=estimated,
         )
 
+    async def aclose(self) -> None:
+        """Close this loop's client (before its loop ends: its connections belong to that loop)."""
+        with self._connect_lock:
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._clients.clear()  # each loop's client was closed by aclose() before its loop ended
 
 
 class LocalTeacher(OpenAITeacher):
@@ -212,11 +233,11 @@ class LocalTeacher(OpenAITeacher):
         self._in_flight = 0
         self._idle = threading.Condition()
 
-    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+    async def acomplete(self, request: TeacherRequest, seed: int) -> TeacherReply:
         with self._idle:
             self._in_flight += 1
         try:
-            return super().complete(request, seed)
+            return await super().acomplete(request, seed)
         finally:
             with self._idle:
                 self._in_flight -= 1
@@ -236,8 +257,8 @@ class LocalTeacher(OpenAITeacher):
         return self._server.base_url, self._server.model_name
 
     def close(self) -> None:
-        # After Ctrl-C or a fatal error, requests may still be in flight: stopping llama.cpp under them can
-        # deadlock its shutdown (it holds the GIL while its HTTP workers wait for Python), so let them finish.
+        # Requests may still be in flight on other threads (complete() called directly): stopping llama.cpp under
+        # them can deadlock its shutdown (it holds the GIL while its HTTP workers wait for Python), so let them finish.
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout=self.config.timeout_s)
         super().close()
