@@ -37,12 +37,13 @@ from llm2llm.progress import RichUI  # noqa: E402
 
 TASKS = {"trec": ["data.test_limit=500"], "sst2": ["data.test_limit=400"], "snips": []}
 SHARED = ["loop.iterations=3", "eval.test_every_iteration=false", "teacher.max_concurrency=2"]
+NOTES = "<!-- notes: written by hand, kept when the bench rewrites this file -->"
 METHODS = ["finetune", "llm2llm", "auggpt", "eda", "more_data"]
-VARIANTS = [
-    "no_verify=llm2llm quality.verify=false",  # label verification off
-    "no_dedup=llm2llm quality.near_duplicate_rouge_l=1.0",  # near-duplicates kept (exact repeats still dropped)
-    "finetune_e2=finetune student.epochs=2",  # an under-trained student: the loop has work to do
+VARIANTS = [  # isolate the recipe and the quality filters where the loop has work: an under-trained student
+    "finetune_e2=finetune student.epochs=2",
     "llm2llm_e2=llm2llm student.epochs=2",
+    "no_verify_e2=llm2llm student.epochs=2 quality.verify=false",  # label verification off
+    "no_dedup_e2=llm2llm student.epochs=2 quality.near_duplicate_rouge_l=1.0",  # near-duplicates kept (exact ones dropped)
 ]
 
 
@@ -54,11 +55,15 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=VARIANTS, help="'label=method key=value ...' rows")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-quality"))
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument("--report-only", action="store_true", help="write the results from finished runs; start none")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = parser.parse_args()
     if not (ROOT.parent / "shared" / "data").is_dir():
         sys.exit("bench/quality.py needs the benchmark data in ../shared/data (see the README); it is not here.")
 
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     console, ui = Console(width=160), RichUI()
     methods = [Method.parse(m) for m in args.methods] + [Method.parse(v) for v in args.variants]
     sections, started = [], time.perf_counter()
@@ -67,6 +72,8 @@ def main() -> None:
         overrides = [*TASKS[task], *SHARED, f"output_dir={args.out}", f"name={task}", *args.overrides]
 
         def run_one(config):
+            if args.report_only:
+                return None
             store = run(config, ui=ui)
             report.write(store)
             return store
@@ -79,7 +86,8 @@ def main() -> None:
 
 
 def _section(task: str, summary: dict, minutes: float) -> str:
-    lines = [f"## {task}", "", f"`compare` of configs/{task}.yaml with `{' '.join(summary['overrides'][:-2] + summary['overrides'][-2:])}`; "
+    shown = [o for o in summary["overrides"] if not o.startswith("output_dir=")]
+    lines = [f"## {task}", "", f"`compare` of configs/{task}.yaml with `{' '.join(shown)}`; "
              f"{summary['repeats']} repeat(s); {minutes:.0f} min of this session's wall time (reused runs cost none).", "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in summary["table"]]
@@ -148,8 +156,10 @@ def _write(args, sections: list[str], minutes: float) -> None:
         "Loop: 3 iterations, seed-only sources, from the base weights each time. Count-matched methods add as many "
         "examples as the same repeat's llm2llm run added. Mean ± sample std over repeats (seed, seed+1, ...).", "",
     ]
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text("\n".join(head + sections), encoding="utf-8")
+    results = Path(args.results)
+    notes = results.read_text(encoding="utf-8").partition(NOTES)[2] if results.is_file() else ""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(head + sections) + f"\n{NOTES}{notes or chr(10)}", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,15 @@ def test_count_matched_methods_are_skipped_when_the_loop_adds_nothing(config_fil
     assert {row["method"]: row["runs"] for row in summary["table"]}["eda"] == 0
 
 
+def test_a_report_of_finished_runs_starts_none(config_file):
+    compare(config_file, [], [Method.parse("finetune")], 1, Runner())
+    summary = compare(config_file, [], [Method.parse("finetune"), Method.parse("eda")], 2, lambda config: None)
+    by_run = {(r["method"], r["repeat"]): r for r in summary["runs"]}
+    assert "test_accuracy" in by_run["finetune", 0] and by_run["finetune", 1]["skipped"] == "not run yet"
+    assert by_run["eda", 0]["skipped"] == "no llm2llm run to match"
+    assert {row["method"]: row["runs"] for row in summary["table"]} == {"llm2llm": 0, "finetune": 1, "eda": 0}
+
+
 def test_method_specs_and_config_hash(config_file):
     variant = Method.parse("no_verify=llm2llm quality.verify=false")
     assert (variant.label, variant.base, variant.overrides) == ("no_verify", "llm2llm", ["quality.verify=false"])

@@ -54,3 +54,15 @@ def test_estimate_command_prints_the_bound_and_its_assumption(data_files):
     assert outcome.exit_code == 0, outcome.output
     assert f"{2 * len(SEED_ROWS)}" in outcome.output and "upper bound" in outcome.output
     assert "set teacher.price_*_per_1m" in outcome.output
+
+
+def test_baselines_ask_for_their_count_or_nothing(config):
+    def requests(**augment):
+        loop = {"iterations": 1} if augment.get("method", "llm2llm") != "llm2llm" else {"iterations": 2}
+        changed = config.model_copy(update={"augment": config.augment.model_copy(update=augment),
+                                            "loop": config.loop.model_copy(update=loop)})
+        return estimate(changed)["generate"]["requests"]
+
+    assert requests(method="eda", count=7) == requests(method="more_data", count=7) == 0
+    assert requests(method="auggpt", count=7, max_rounds=3) == 21  # every round may have to ask for all 7 again
+    assert requests(one_shot=True, count=5, max_rounds=2) == 10

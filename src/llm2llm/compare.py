@@ -70,8 +70,9 @@ def config_hash(config: Config) -> str:
 
 
 def compare(config_path: Path | None, overrides: list[str], methods: list[Method], repeats: int,
-            run: Callable[[Config], RunStore], log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run (or reuse) every method × repeat; write compare.json/.md/.png in <output_dir>/<name>/; return the results."""
+            run: Callable[[Config], RunStore | None], log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run (or reuse) every method × repeat; write compare.json/.md/.png in <output_dir>/<name>/; return the results.
+    `run` may return None for a run it chose not to start: the table then covers finished runs only."""
     base = load_config(config_path, overrides)
     root = base.run_dir
     labels = [method.label for method in methods]
@@ -84,12 +85,13 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
 
     results: list[dict[str, Any]] = []
     for repeat in range(repeats):
-        added_by_loop = None
+        added_by_loop: int | None = None
         for method in sorted(methods, key=lambda m: m.label != "llm2llm"):
             count = added_by_loop if method.base in COUNTED else None
             if method.base in COUNTED and not count:
-                log(f"{method.label} r{repeat}: skipped, the llm2llm run added no examples to match")
-                results.append({"method": method.label, "repeat": repeat, "skipped": "llm2llm added no examples"})
+                why = "llm2llm added no examples" if added_by_loop == 0 else "no llm2llm run to match"
+                log(f"{method.label} r{repeat}: skipped, {why}")
+                results.append({"method": method.label, "repeat": repeat, "skipped": why})
                 continue
             config = _config(config_path, overrides, method, base.seed, repeat, root, count)
             store = RunStore(config.run_dir)
@@ -98,6 +100,9 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
             log(f"{method.label} r{repeat}: {'reused' if reused else 'running'} {config.run_dir}")
             if not reused:
                 store = run(config)
+            if store is None:  # the caller chose not to run it (a report of finished runs only)
+                results.append({"method": method.label, "repeat": repeat, "skipped": "not run yet"})
+                continue
             result = {"method": method.label, "repeat": repeat, "seed": config.seed, "run_dir": str(config.run_dir), **_summary(store)}
             results.append(result)
             if method.label == "llm2llm":

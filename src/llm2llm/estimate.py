@@ -2,11 +2,13 @@
 
 The forecast is an upper bound, and says so: every seed example is wrong in every iteration that generates
 (all but the last, which trains nobody), every generation reply uses all of `teacher.max_tokens`, and every reply
-is verified. Prompt tokens come from the real teacher and verifier prompts at 4 characters a token.
+is verified. Baselines: AugGPT and one-shot ask for `augment.count` examples, again for each round at worst; EDA
+and more real data ask the teacher nothing. Prompt tokens come from the real teacher and verifier prompts at 4 characters a token.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from llm2llm.config import Config
@@ -21,28 +23,26 @@ def _chars(messages: list[dict[str, str]]) -> int:
 
 def estimate(config: Config) -> dict[str, Any]:
     seeds, _, task = load_data(config)
-    rounds = config.loop.iterations - 1
-    samples = config.teacher.samples_per_wrong
+    augment = config.augment
     verify = task.verify_by_default if config.quality.verify is None else config.quality.verify
-    per_round_prompt = sum(estimate_tokens(_chars(task.teacher_messages(seed, context=seeds))) for seed in seeds) * samples
-    generate = {
-        "requests": rounds * len(seeds) * samples,
-        "prompt_tokens": rounds * per_round_prompt,
-        "completion_tokens": rounds * len(seeds) * samples * config.teacher.max_tokens,
-    }
+    rounds = config.loop.iterations - 1
+    if augment.method in ("eda", "more_data"):
+        requests, rounds = 0, 0  # no teacher at all
+    elif augment.method == "auggpt" or augment.one_shot:
+        # `count` examples asked for at once, and the shortfall again in each later round: at worst all of it.
+        requests, rounds = augment.count * augment.max_rounds, 1
+    else:
+        requests = rounds * len(seeds) * config.teacher.samples_per_wrong
+    # Every seed can be a parent: their mean prompt stands for a request's (a new example for its parent seed's).
+    prompt = sum(estimate_tokens(_chars(task.teacher_messages(seed, context=seeds))) for seed in seeds) / len(seeds)
+    generate = {"requests": requests, "prompt_tokens": math.ceil(requests * prompt),
+                "completion_tokens": requests * config.teacher.max_tokens}
     verifier = config.quality.verifier or config.teacher
     verification = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    if verify:
-        # A new example is about as long as its parent seed: the seed stands in for it.
-        per_round = sum(
-            estimate_tokens(_chars(verifier_messages(task, seed, verifier_shots(task, seeds, seed, config.quality.verify_examples))))
-            for seed in seeds
-        ) * samples
-        verification = {
-            "requests": generate["requests"],
-            "prompt_tokens": rounds * per_round,
-            "completion_tokens": generate["requests"] * task.max_new_tokens,
-        }
+    if verify and requests:
+        shots = config.quality.verify_examples
+        check = sum(estimate_tokens(_chars(verifier_messages(task, seed, verifier_shots(task, seeds, seed, shots)))) for seed in seeds) / len(seeds)
+        verification = {"requests": requests, "prompt_tokens": math.ceil(requests * check), "completion_tokens": requests * task.max_new_tokens}
     costs = [price(config.teacher, generate["prompt_tokens"], generate["completion_tokens"]),
              price(verifier, verification["prompt_tokens"], verification["completion_tokens"])]
     return {
@@ -52,6 +52,6 @@ def estimate(config: Config) -> dict[str, Any]:
         "verify": verification,
         "total_tokens": sum(part["prompt_tokens"] + part["completion_tokens"] for part in (generate, verification)),
         "cost": None if None in costs else sum(costs),
-        "assumption": "upper bound: every seed wrong in every generating iteration, every reply at teacher.max_tokens, "
-        "prompts at 4 characters a token",
+        "assumption": "upper bound: every seed wrong in every generating iteration (or, for auggpt and one_shot, every "
+        "reply rejected until the last of augment.max_rounds), every reply at teacher.max_tokens, prompts at 4 characters a token",
     }

@@ -11,8 +11,9 @@
     and evaluate on the test set (each iteration if asked, the last one always).
 
 The paper's ablations are switches: student.continue_training (Table 5), augment.one_shot (Table 4),
-augment.source=all (Table 6). The last iteration does not generate: no student would be trained on that data. A stage whose done-marker is
-in state.json is skipped on a re-run; one that died half-way is redone, its teacher calls coming from the cache.
+augment.source=all (Table 6). The last iteration does not generate: no student would be trained on that data.
+A stage whose done-marker is in state.json is skipped on a re-run; one that died half-way is redone, its
+teacher calls coming from the cache.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
         wrong_examples = read_examples(it / "wrong.jsonl")
 
         # ── 4. Generate from the wrong *seed* examples only; validate and de-duplicate ───────────
-        # Seeds only: the paper's ablation (Table 6) shows augmenting from generated data hurts.
+        # Seeds only: the paper's ablation (Table 6, augment.source=all here) shows generating from generated data hurts.
         if not store.done(i, "generate"):
             _check_budget(config, store)
             started = time.perf_counter()
