@@ -34,7 +34,6 @@ METHODS: dict[str, list[str]] = {
     "continue_training": ["student.continue_training=true"],  # paper Table 5
 }
 COUNTED = {"auggpt", "eda", "more_data", "one_shot"}
-DEFAULT_METHODS = ["finetune", "llm2llm", "auggpt", "eda", "more_data"]
 
 
 @dataclass
@@ -78,7 +77,7 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
     labels = [method.label for method in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"method labels repeat: {labels}")
-    if any(method.base in COUNTED for method in methods) and "llm2llm" not in [m.base for m in methods if not m.overrides]:
+    if any(method.base in COUNTED for method in methods) and "llm2llm" not in labels:
         methods = [Method("llm2llm", "llm2llm"), *methods]  # the count to match comes from the plain loop
     for method in methods:  # every config checked before hours of training
         _config(config_path, overrides, method, base.seed, 0, root, count=1)
