@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import platform
 import shlex
 import subprocess
@@ -88,7 +89,8 @@ def main() -> None:
 def _section(task: str, summary: dict, minutes: float) -> str:
     shown = [o for o in summary["overrides"] if not o.startswith("output_dir=")]
     lines = [f"## {task}", "", f"`compare` of configs/{task}.yaml with `{' '.join(shown)}`; "
-             f"{summary['repeats']} repeat(s); {minutes:.0f} min of this session's wall time (reused runs cost none).", "",
+             f"{summary['repeats']} repeat(s); the runs took {sum(row['minutes'] for row in summary['table']):.0f} min "
+             f"(stage times summed), {minutes:.0f} min of it in this invocation (reused runs cost none).", "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in summary["table"]]
     lines += ["", "What the teacher produced (all repeats): requests, kept, rejections by reason.", "",
@@ -150,7 +152,7 @@ def _write(args, sections: list[str], minutes: float) -> None:
         "# LLM2LLM against baselines: measured", "",
         f"Command: `python bench/{Path(__file__).name} {shlex.join(sys.argv[1:])}`  ",
         f"Code: llm2llm at commit {commit or 'unknown'}; {versions}; Python {platform.python_version()}  ",
-        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} CPU cores, no GPU. Wall time this session: {minutes:.0f} min.", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. This invocation's wall time: {minutes:.0f} min.", "",
         "Student: bundled SmolLM2-135M-Instruct, full fine-tune, 5 epochs, batch 8, lr 5e-5, fp32 weights with bf16 "
         "autocast, greedy decoding. Teacher and verifier: bundled Qwen2.5-Coder-1.5B-Instruct (llama.cpp, local). "
         "Loop: 3 iterations, seed-only sources, from the base weights each time. Count-matched methods add as many "

@@ -184,12 +184,15 @@ def _accuracy(row: dict[str, Any]) -> str:
 HEADERS = ["method", "#seed", "#augmented", "test acc (%)", "per repeat", "teacher requests", "minutes"]
 
 
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}" if float(value).is_integer() else f"{value:.1f}"
+
+
 def cells(row: dict[str, Any]) -> list[str]:
     return [
-        row["method"], "—" if row["seeds"] is None else str(row["seeds"]),
-        "—" if row["augmented"] is None else f"{row['augmented']:g}", _accuracy(row),
+        row["method"], _number(row["seeds"]), _number(row["augmented"]), _accuracy(row),
         ", ".join(f"{a:.1f}" for a in row["test_runs"]) + (f" ({row['skipped']} skipped)" if row["skipped"] else ""),
-        "—" if row["teacher_requests"] is None else f"{row['teacher_requests']:g}", f"{row['minutes']:g}",
+        _number(row["teacher_requests"]), _number(row["minutes"]),
     ]
 
 
