@@ -185,3 +185,15 @@ def test_ablation_switches_change_the_loop(config_file):
     children = read_examples(store.root / "iter_001" / "generated.jsonl")
     generated_parents = {e.id for e in wrong if e.origin == "teacher"}
     assert generated_parents and generated_parents & {e.parent_id for e in children}
+
+
+def test_a_pool_row_with_an_unknown_label_is_an_error_naming_its_line(config_file, tmp_path):
+    from llm2llm.augment.baselines import baseline_examples
+    from llm2llm.errors import DataError
+    from llm2llm.loop import load_data
+
+    pool = write_jsonl(tmp_path / "bad_pool.jsonl", POOL_ROWS[:2] + [{"text": "Can I pay in bitcoin?", "label": "sales"}])
+    config = load_config(config_file, ["augment.method=more_data", "augment.count=3", "loop.iterations=1", f"augment.pool_path={pool}"])
+    seeds, test, task = load_data(config)
+    with pytest.raises(DataError, match=r"bad_pool\.jsonl:3: unknown label 'sales'"):
+        baseline_examples(config, task, None, None, None, tmp_path, seeds, test, None)

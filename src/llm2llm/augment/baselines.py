@@ -33,6 +33,7 @@ def baseline_examples(config: Config, task: Task, teacher: Teacher, verifier: Te
         added = eda_examples(config, seeds)
     else:
         added = pool_examples(config, seeds, test)
+        task.validate(added)  # a pool row with an unknown label names its file and line
     write_jsonl(out_dir / "generated.jsonl", added)
     return added, {"accepted": len(added), "requested": augment.count}
 
