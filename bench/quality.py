@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from rich.console import Console
@@ -99,10 +99,7 @@ def _section(task: str, summary: dict, minutes: float) -> str:
         runs = [r for r in summary["runs"] if r["method"] == row["method"] and "skipped" not in r]
         if not runs:
             continue
-        reasons: dict[str, int] = defaultdict(int)
-        for r in runs:
-            for reason, count in r["rejected_by_reason"].items():
-                reasons[reason] += count
+        reasons = sum((Counter(r["rejected_by_reason"]) for r in runs), Counter())
         lines.append(f"| {row['method']} | {sum(r['teacher_requests'] for r in runs)} | {sum(r['augmented'] for r in runs)} | "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or '—'} | "
                      f"{' → '.join(f'{100 * a:.1f}' for a in runs[0]['seed_accuracy'])} |")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -140,18 +141,10 @@ def _summary(store: RunStore) -> dict[str, Any]:
         "test_accuracy": tested[-1]["test_accuracy"] if tested else None,
         "test_by_iteration": [m.get("test_accuracy") for m in metrics],
         "teacher_requests": sum(m.get("requests", 0) + m.get("verify_requests", 0) for m in metrics),
-        "rejected_by_reason": _sum_dicts(m.get("rejected_by_reason") or {} for m in metrics),
+        "rejected_by_reason": dict(sum((Counter(m.get("rejected_by_reason") or {}) for m in metrics), Counter())),
         "minutes": round(sum(m["minutes"] for m in metrics), 1),
         "stop_reason": store.state().get("stop_reason"),
     }
-
-
-def _sum_dicts(dicts) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for counts in dicts:
-        for key, value in counts.items():
-            total[key] = total.get(key, 0) + value
-    return total
 
 
 def table_rows(results: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:

@@ -27,6 +27,8 @@ def teacher_examples(config: Config, task: Task, teacher: Teacher, verifier: Tea
     """Ask for new examples made from `sources`; write generated/rejected/test_overlap.jsonl in out_dir; return metrics."""
     known = RougeIndex([example.text for example in train_set], [example.id for example in train_set])
     test_index = RougeIndex([example.text for example in test], [example.id for example in test])
+    quality = config.quality
+    verify = task.verify_by_default if quality.verify is None else quality.verify
     asked: Counter[str] = Counter()  # requests per source so far: a new round asks with new sample indexes
     accepted, rejected, overlaps, results, verdicts = [], [], [], [], []
     for round_index in range(1 if count is None else config.augment.max_rounds):
@@ -47,7 +49,6 @@ def teacher_examples(config: Config, task: Task, teacher: Teacher, verifier: Tea
         results += replies
 
         # Parse and validate each reply, then drop near-duplicates of D_i (seeds included) and of earlier replies.
-        quality = config.quality
         candidates = []
         for (key, reply), request, parent in zip(replies, requests, parents):
             try:
@@ -68,7 +69,6 @@ def teacher_examples(config: Config, task: Task, teacher: Teacher, verifier: Tea
             candidates.append((example, parent))
 
         # Blind verification: the verifier answers each new example from seed examples alone; keep it only on agreement.
-        verify = task.verify_by_default if quality.verify is None else quality.verify
         checked = _verify(config, task, verifier, cache, candidates, seeds, iteration, ui) if verify and candidates else []
         verdicts += checked
         for index, (example, _) in enumerate(candidates):

@@ -96,7 +96,8 @@ class HFStudent:
         # bf16 matmuls are fast on CPUs with AVX512-BF16/AMX, and still correct (slower) elsewhere.
         return torch.bfloat16 if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") else torch.float32
 
-    def _load_base(self, dtype=None):
+    def _load_base(self, dtype=None, weights: Path | None = None):
+        """The base model's tokenizer with its weights, or with a fully fine-tuned student's `weights`."""
         torch = _import_torch()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,9 +106,9 @@ class HFStudent:
         path = resolve_hf(self.config.model)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or self._dtype())
+            model = AutoModelForCausalLM.from_pretrained(weights or path, dtype=dtype or self._dtype())
         except OSError as exc:
-            raise ModelError(f"student.model: cannot load {self.config.model!r} ({exc})") from None
+            raise ModelError(f"student: cannot load {str(weights) if weights else repr(self.config.model)} ({exc})") from None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
@@ -131,9 +132,7 @@ class HFStudent:
         weights_dtype = compute_dtype if self.config.finetune == "lora" else torch.float32
         # From the base weights every time (paper §3.1: re-training from scratch beats continuing, Table 5),
         # unless init_from names an earlier student to continue (the ablation).
-        model, tokenizer = self._load_base(weights_dtype)
-        if init_from is not None and self.config.finetune == "full":
-            model = self._load_full(init_from, weights_dtype)
+        model, tokenizer = self._load_base(weights_dtype, weights=init_from if self.config.finetune == "full" else None)
         base_fingerprint = _fingerprint(model)
         if init_from is not None and self.config.finetune == "lora":
             from peft import PeftModel
@@ -220,13 +219,6 @@ class HFStudent:
         )
         return get_peft_model(model, config)
 
-    def _load_full(self, student_dir: Path, dtype):
-        from transformers import AutoModelForCausalLM
-
-        if not (student_dir / "config.json").is_file():
-            raise ModelError(f"no fully fine-tuned student in {student_dir}; delete the iteration's state to retrain")
-        return AutoModelForCausalLM.from_pretrained(student_dir, dtype=dtype)
-
     # ── predict ─────────────────────────────────────────────────────────────────────────────────
     def _load_trained(self, student_dir: Path):
         if self._in_memory is not None and self._in_memory[0] == student_dir:
@@ -234,7 +226,7 @@ class HFStudent:
         if not (student_dir / "config.json").is_file() and not (student_dir / "adapter_config.json").is_file():
             raise ModelError(f"no trained student in {student_dir}; delete the iteration's state to retrain")
         torch = _import_torch()
-        from transformers import AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if (student_dir / "adapter_config.json").is_file():
             from peft import PeftModel
@@ -242,7 +234,7 @@ class HFStudent:
             base, _ = self._load_base()
             model = PeftModel.from_pretrained(base, student_dir).merge_and_unload()
         else:
-            model = self._load_full(student_dir, self._dtype())
+            model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=self._dtype())
         tokenizer = AutoTokenizer.from_pretrained(student_dir)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
