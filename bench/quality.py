@@ -9,6 +9,7 @@ label verification, de-duplication and the student recipe (VARIANTS). The table,
 wall time go to --results, with what explains the numbers: the teacher's acceptance and rejection reasons,
 per-label test accuracy, and a few generated examples beside their seeds. Every run is resumable and finished
 runs are reused, so the bench can be stopped and restarted, or given more repeats, at no cost for what is done.
+Only the sections of --tasks are rewritten in --results; other tasks' sections and the hand notes are kept.
 Reads ../shared/data; exits with a message where it is absent.
 """
 
@@ -45,6 +46,10 @@ VARIANTS = [  # isolate the recipe and the quality filters where the loop has wo
     "llm2llm_e2=llm2llm student.epochs=2",
     "no_verify_e2=llm2llm student.epochs=2 quality.verify=false",  # label verification off
     "no_dedup_e2=llm2llm student.epochs=2 quality.near_duplicate_rouge_l=1.0",  # near-duplicates kept (exact ones dropped)
+    # the paper's ablations (Tables 4-6), on the same student; one_shot_e2 adds what llm2llm_e2 added
+    "one_shot_e2=one_shot student.epochs=2",
+    "source_all_e2=source_all student.epochs=2",
+    "continue_e2=continue_training student.epochs=2",
 ]
 
 
@@ -153,12 +158,17 @@ def _write(args, sections: list[str], minutes: float) -> None:
         "Student: bundled SmolLM2-135M-Instruct, full fine-tune, 5 epochs, batch 8, lr 5e-5, fp32 weights with bf16 "
         "autocast, greedy decoding. Teacher and verifier: bundled Qwen2.5-Coder-1.5B-Instruct (llama.cpp, local). "
         "Loop: 3 iterations, seed-only sources, from the base weights each time. Count-matched methods add as many "
-        "examples as the same repeat's llm2llm run added. Mean ± sample std over repeats (seed, seed+1, ...).", "",
+        "examples as the same repeat's llm2llm run with the same student added (one_shot_e2 matches llm2llm_e2). "
+        "Mean ± sample std over repeats (seed, seed+1, ...).", "",
     ]
     results = Path(args.results)
-    notes = results.read_text(encoding="utf-8").partition(NOTES)[2] if results.is_file() else ""
+    old, _, notes = results.read_text(encoding="utf-8").partition(NOTES) if results.is_file() else ("", "", "")
+    # Tasks not run in this invocation keep their section from the file, in TASKS order.
+    kept = {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in old.split("\n## ")[1:]}
+    ours = {section.split("\n", 1)[0][3:]: section for section in sections}
+    merged = [ours.get(task) or kept[task] for task in TASKS if task in ours or task in kept]
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text("\n".join(head + sections) + f"\n{NOTES}{notes or chr(10)}", encoding="utf-8")
+    results.write_text("\n".join(head + merged) + f"\n{NOTES}{notes or chr(10)}", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,18 @@ def test_count_matched_methods_are_skipped_when_the_loop_adds_nothing(config_fil
     assert {row["method"]: row["runs"] for row in summary["table"]}["eda"] == 0
 
 
+def test_a_count_matched_variant_matches_the_loop_with_its_overrides(config_file):
+    few = "teacher.samples_per_wrong=1"
+    methods = [Method.parse(m) for m in (f"few=llm2llm {few}", f"eda_few=eda {few}", "eda")]
+    summary = compare(config_file, [], methods, 1, Runner())
+    added = {r["method"]: r["augmented"] for r in summary["runs"]}
+    assert set(added) == {"llm2llm", "few", "eda_few", "eda"}  # llm2llm added for plain eda only
+    assert added["few"] < added["llm2llm"]
+    assert added["eda_few"] == added["few"] and added["eda"] == added["llm2llm"]
+    alone = compare(config_file, [], methods[:2], 1, lambda config: None)  # nothing needs the plain loop here
+    assert [r["method"] for r in alone["runs"]] == ["few", "eda_few"]
+
+
 def test_a_report_of_finished_runs_starts_none(config_file):
     compare(config_file, [], [Method.parse("finetune")], 1, Runner())
     summary = compare(config_file, [], [Method.parse("finetune"), Method.parse("eda")], 2, lambda config: None)

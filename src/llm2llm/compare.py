@@ -5,7 +5,9 @@ mean ± std) and a plot.
 Every method × repeat is an ordinary run in <output_dir>/<name>/<method>/r<k>-<config hash>/, so compare resumes
 like `llm2llm run` after a crash or Ctrl-C, and a finished run with the same config is reused without loading a
 model or calling the teacher. Repeat k uses `seed + k`. The count-matched methods (auggpt, eda, more_data,
-one_shot) add as many examples as the same repeat's llm2llm run added, so methods meet at equal data size.
+one_shot) add as many examples as the same repeat's llm2llm run added, so methods meet at equal data size: the
+llm2llm row with the same extra overrides where there is one ('eda_e2=eda student.epochs=2' matches
+'llm2llm_e2=llm2llm student.epochs=2'), else the row labelled llm2llm.
 """
 
 from __future__ import annotations
@@ -78,18 +80,19 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
     labels = [method.label for method in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"method labels repeat: {labels}")
-    if any(method.base in COUNTED for method in methods) and "llm2llm" not in labels:
+    if "llm2llm" not in labels and any(_match(method, methods) == "llm2llm" for method in methods):
         methods = [Method("llm2llm", "llm2llm"), *methods]  # the count to match comes from the plain loop
     for method in methods:  # every config checked before hours of training
         _config(config_path, overrides, method, base.seed, 0, root, count=1)
 
     results: list[dict[str, Any]] = []
     for repeat in range(repeats):
-        added_by_loop: int | None = None
-        for method in sorted(methods, key=lambda m: m.label != "llm2llm"):
-            count = added_by_loop if method.base in COUNTED else None
-            if method.base in COUNTED and not count:
-                why = "llm2llm added no examples" if added_by_loop == 0 else "no llm2llm run to match"
+        added: dict[str, int] = {}  # examples each llm2llm row added in this repeat
+        for method in sorted(methods, key=lambda m: m.base != "llm2llm"):  # loops first: they set the counts
+            match = _match(method, methods)
+            count = added.get(match) if match else None
+            if match and not count:
+                why = f"{match} added no examples" if match in added else f"no {match} run to match"
                 log(f"{method.label} r{repeat}: skipped, {why}")
                 results.append({"method": method.label, "repeat": repeat, "skipped": why})
                 continue
@@ -105,8 +108,8 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
                 continue
             result = {"method": method.label, "repeat": repeat, "seed": config.seed, "run_dir": str(config.run_dir), **_summary(store)}
             results.append(result)
-            if method.label == "llm2llm":
-                added_by_loop = result["augmented"]
+            if method.base == "llm2llm":
+                added[method.label] = result["augmented"]
     summary = {"root": str(root), "config": str(config_path) if config_path else None, "overrides": overrides, "repeats": repeats,
                "methods": [{"label": m.label, "method": m.base, "overrides": METHODS[m.base] + m.overrides} for m in methods],
                "table": table_rows(results, [m.label for m in methods]), "runs": results}
@@ -115,6 +118,14 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
     (root / "compare.md").write_text(markdown(summary, base), encoding="utf-8")
     plot(summary, root / "compare.png", base.name)
     return summary
+
+
+def _match(method: Method, methods: list[Method]) -> str | None:
+    """The llm2llm row whose count a count-matched method adds: the one with the same extra overrides, else 'llm2llm'."""
+    if method.base not in COUNTED:
+        return None
+    same = [m.label for m in methods if m.base == "llm2llm" and sorted(m.overrides) == sorted(method.overrides)]
+    return same[0] if same else "llm2llm"
 
 
 def _config(config_path: Path | None, overrides: list[str], method: Method, base_seed: int, repeat: int, root: Path,
