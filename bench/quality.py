@@ -124,7 +124,8 @@ def _per_label(summary: dict) -> list[str]:
     labels = sorted({label for per in accuracy.values() for label in per})
     lines = ["Test accuracy (%) per gold label, pooled over repeats:", "", "| method | " + " | ".join(labels) + " |",
              "|---|" + "---|" * len(labels)]
-    for method, per in accuracy.items():
+    for method in [row["method"] for row in summary["table"] if row["method"] in accuracy]:  # the table's order
+        per = accuracy[method]
         lines.append(f"| {method} | " + " | ".join(f"{100 * sum(per[l]) / len(per[l]):.0f}" if per[l] else "—" for l in labels) + " |")
     return lines
 
