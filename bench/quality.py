@@ -153,7 +153,9 @@ def _write(args, sections: list[str], minutes: float) -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     head = [
         "# LLM2LLM against baselines: measured", "",
-        f"Command: `python bench/{Path(__file__).name} {shlex.join(sys.argv[1:])}`  ",
+        f"Command: `python bench/{Path(__file__).name} {shlex.join(sys.argv[1:])}`"
+        + (" (this file, from runs finished by earlier invocations of the bench, resumed and reused across them; "
+           "each task's section gives the runs' own minutes)  " if args.report_only else "  "),
         f"Code: llm2llm at commit {commit or 'unknown'}; {versions}; Python {platform.python_version()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. This invocation's wall time: {minutes:.0f} min.", "",
         "Student: bundled SmolLM2-135M-Instruct, full fine-tune, 5 epochs, batch 8, lr 5e-5, fp32 weights with bf16 "
