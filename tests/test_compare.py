@@ -209,3 +209,14 @@ def test_a_pool_row_with_an_unknown_label_is_an_error_naming_its_line(config_fil
     seeds, test, task = load_data(config)
     with pytest.raises(DataError, match=r"bad_pool\.jsonl:3: unknown label 'sales'"):
         baseline_examples(config, task, None, None, None, tmp_path, seeds, test, None)
+
+
+def test_continuing_from_a_missing_student_says_what_to_do(tiny_model_dir, tmp_path):
+    from llm2llm.config import StudentConfig
+    from llm2llm.errors import ModelError
+    from llm2llm.students.hf import HFStudent
+
+    student = HFStudent(StudentConfig(model=tiny_model_dir, finetune="full", epochs=1, continue_training=True), seed=0)
+    pairs = [([{"role": "user", "content": "hi"}], "billing")]
+    with pytest.raises(ModelError, match=r"(?s)student.continue_training: cannot load the previous student in .*gone.*retrain"):
+        student.train(pairs, tmp_path / "student", init_from=tmp_path / "gone")

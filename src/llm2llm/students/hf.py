@@ -108,7 +108,10 @@ class HFStudent:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(weights or path, dtype=dtype or self._dtype())
         except OSError as exc:
-            raise ModelError(f"student: cannot load {str(weights) if weights else repr(self.config.model)} ({exc})") from None
+            if weights is not None:
+                raise ModelError(f"student.continue_training: cannot load the previous student in {weights} ({exc}); "
+                                 "delete that iteration's state to retrain it") from None
+            raise ModelError(f"student.model: cannot load {self.config.model!r} ({exc})") from None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
