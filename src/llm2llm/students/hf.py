@@ -18,8 +18,8 @@ from llm2llm.config import StudentConfig
 from llm2llm.errors import ModelError
 from llm2llm.models import resolve_hf
 from llm2llm.students import Advance, Messages
+from llm2llm.students.forward import IGNORE_INDEX, PACKABLE, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, worth_packing
 
-IGNORE_INDEX = -100  # label id the loss skips (prompt and padding tokens)
 
 
 def _import_torch():
@@ -40,11 +40,15 @@ def encode_prompt(tokenizer, messages: Messages) -> list[int]:
     return tokenizer(text, add_special_tokens=True).input_ids
 
 
+def encode_target(tokenizer, target: str) -> list[int]:
+    """A complete answer: its tokens and end-of-sequence (trained on, and scored, as one)."""
+    return tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
 def encode_pair(tokenizer, messages: Messages, target: str, max_length: int) -> tuple[list[int], list[int]]:
     """input_ids and labels for one training pair; prompt tokens are masked out of the loss."""
     prompt_ids = encode_prompt(tokenizer, messages)
-    target_ids = tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    target_ids = target_ids[: max_length - 1]
+    target_ids = encode_target(tokenizer, target)[: max_length - 1]
     prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]  # cut long prompts on the left, keep the question end
     return prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
 
@@ -146,18 +150,18 @@ class HFStudent:
         encoded = [encode_pair(tokenizer, messages, target, self.config.max_length) for messages, target in pairs]
         batches = LengthGroupedBatches([len(ids) for ids, _ in encoded], self.config.batch_size, self.seed)
         pad_id = tokenizer.pad_token_id
+        # The prompt prefix every example shares (the task's system prompt) is computed once per batch where that
+        # saves work: the batch becomes one packed row (students/forward.py).
+        prefix = 0 if self.config.plain_forward else common_prefix_length(
+            [ids for ids, _ in encoded], [labels.count(IGNORE_INDEX) for _, labels in encoded])
+        packable = prefix > 0 and model.config._attn_implementation in PACKABLE
+        shape = model.config.get_text_config()
+        size = (shape.hidden_size, shape.num_hidden_layers, model.num_parameters())
 
         def collate(batch):
-            width = max(len(encoded[i][0]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids, target = encoded[i]
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, : len(ids)] = torch.tensor(target)
-                attention[row, : len(ids)] = 1
-            return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+            rows = [encoded[i] for i in batch]
+            pack = packable and worth_packing([len(ids) for ids, _ in rows], prefix, *size)
+            return collate_rows(rows, prefix, pad_id, pack)
 
         loader = torch.utils.data.DataLoader(range(len(encoded)), batch_sampler=batches, collate_fn=collate)
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -171,18 +175,18 @@ class HFStudent:
         model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
         model.train()
-        log, tokens, started = [], 0, time.perf_counter()
+        # Tokens of the examples as written (a shared prefix counts for each): tokens/s compares across code paths.
+        log, tokens, started = [], self.config.epochs * sum(len(ids) for ids, _ in encoded), time.perf_counter()
         for epoch in range(self.config.epochs):
             batches.set_epoch(epoch)
             for batch in loader:
                 with autocast:
-                    loss = model(**batch).loss
+                    loss = model(**batch).loss if self.config.plain_forward else causal_lm_loss(model, **batch)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(trainable, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                tokens += int(batch["attention_mask"].sum())
                 log.append({"step": len(log) + 1, "epoch": epoch, "loss": round(loss.item(), 4)})
                 if advance:
                     advance(1)
@@ -278,6 +282,28 @@ class HFStudent:
             if advance:
                 advance(len(batch))
         return outputs
+
+    def score(self, student_dir: Path, prompts: list[Messages], candidates: list[list[str]],
+              advance: Advance | None = None) -> list[list[float]]:
+        """Log-probability of each candidate answer (its tokens and end-of-sequence) after its prompt, teacher-forced:
+        prompts and candidates packed into rows that share the prompts' common prefix (students/forward.py)."""
+        torch = _import_torch()
+
+        model, tokenizer = self._load_trained(student_dir)
+        options = [[encode_target(tokenizer, c) for c in row] for row in candidates]
+        encoded = [encode_prompt(tokenizer, m)[-(self.config.max_length - max(map(len, o))):] for m, o in zip(prompts, options)]
+        prefix = common_prefix_length(encoded, [len(ids) for ids in encoded])
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        scores: list[list[float]] = [[] for _ in encoded]
+        with torch.inference_mode():
+            for start in range(0, len(order), self.config.eval_batch_size):
+                batch = order[start : start + self.config.eval_batch_size]
+                found = candidate_logprobs(model, [encoded[i] for i in batch], [options[i] for i in batch], prefix)
+                for i, row in zip(batch, found):
+                    scores[i] = row
+                if advance:
+                    advance(len(batch))
+        return scores
 
     def release(self) -> None:
         self._in_memory = None

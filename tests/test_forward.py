@@ -1,0 +1,102 @@
+"""The fast teacher-forced passes (students/forward.py) give the numbers of the plain padded forward: the packed
+shared-prefix training loss and its gradients, and candidate scoring against hand-computed log-probabilities."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from llm2llm.students.forward import (  # noqa: E402
+    IGNORE_INDEX, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, pack,
+)
+
+VOCAB = 50
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def model(request):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+                         attn_implementation=request.param)
+    return LlamaForCausalLM(config).eval()
+
+
+def _rows():
+    """Four examples sharing a 6-token prefix, prompts and targets of different lengths (targets at the end)."""
+    prefix = [3, 9, 4, 12, 7, 5]
+    rows = []
+    for prompt, target in (([11, 13], [21, 22, 2]), ([14, 15, 16, 17], [23, 2]), ([18], [24, 25, 26, 2]), ([19, 20, 30], [27, 2])):
+        ids = prefix + prompt + target
+        rows.append((ids, [IGNORE_INDEX] * (len(ids) - len(target)) + target))
+    return rows, len(prefix)
+
+
+def test_common_prefix_stops_short_of_every_limit():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]], [4, 4, 3]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]], [3, 2]) == 1  # each row keeps a token of its own
+    assert common_prefix_length([[1, 2], [7, 2]], [2, 2]) == 0
+
+
+def test_pack_mask_lets_a_segment_see_its_ancestors_only():
+    input_ids, positions, visible, starts = pack([([1, 2], None), ([3, 4], 0), ([5], 0), ([6], 1)])
+    assert input_ids.tolist() == [[1, 2, 3, 4, 5, 6]]
+    assert positions.tolist() == [[0, 1, 2, 3, 2, 4]]  # siblings restart after the parent; a child continues it
+    assert starts == [0, 2, 4, 5]
+    assert visible[0, 0, 4].tolist() == [True, True, False, False, True, False]  # sees the prefix, not its sibling
+    assert visible[0, 0, 5].tolist() == [True, True, True, True, False, True]  # sees its parent and the prefix
+
+
+def test_packed_loss_and_gradients_equal_the_padded_batch(model):
+    rows, prefix = _rows()
+    padded = collate_rows(rows, prefix, pad_id=0, pack_rows=False)
+    packed = collate_rows(rows, prefix, pad_id=0, pack_rows=True)
+    assert packed["input_ids"].shape[1] == prefix + sum(len(ids) - prefix for ids, _ in rows)
+
+    def loss_and_grads(batch, plain):
+        model.zero_grad()
+        loss = model(**batch).loss if plain else causal_lm_loss(model, **batch)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    reference, reference_grads = loss_and_grads(padded, plain=True)
+    for batch in (padded, packed):
+        loss, grads = loss_and_grads(batch, plain=False)
+        assert loss == pytest.approx(reference, abs=1e-4)
+        for grad, expected in zip(grads, reference_grads):
+            torch.testing.assert_close(grad, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_packed_loss_equals_each_example_on_its_own(model):
+    """Per example: a packed batch of one equals the plain forward of that example alone (no leak between rows)."""
+    rows, prefix = _rows()
+    for ids, labels in rows:
+        alone = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+        assert causal_lm_loss(model, **collate_rows([(ids, labels)], prefix, 0, pack_rows=True)).item() == pytest.approx(alone, abs=1e-4)
+
+
+def _by_hand(model, prompt, tokens):
+    """Sum of log p(token_j | prompt, tokens_<j) from one plain forward of prompt + tokens."""
+    with torch.no_grad():
+        logprobs = model(input_ids=torch.tensor([prompt + tokens])).logits[0].log_softmax(-1)
+    return sum(logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(tokens))
+
+
+def test_candidate_logprobs_match_hand_computed_sums(model):
+    prefix = [3, 9, 4, 12]
+    prompts = [prefix + [11, 13, 17], prefix + [14], prefix + [15, 16]]
+    # Candidates that share first tokens, differ in length, and a one-token candidate.
+    options = [[21, 22, 2], [21, 23, 2], [24, 2], [2], [21, 22, 25, 26, 2]]
+    candidates = [options, options[:3], options[1:]]
+    expected = [[_by_hand(model, prompt, tokens) for tokens in row] for prompt, row in zip(prompts, candidates)]
+    for shared, row_tokens in ((len(prefix), 1024), (0, 1024), (len(prefix), 8)):  # packed together, or one prompt a row
+        with torch.inference_mode():
+            found = candidate_logprobs(model, prompts, candidates, prefix=shared, row_tokens=row_tokens)
+        for got, want in zip(found, expected):
+            assert got == pytest.approx(want, abs=1e-4)
+    # The scored answer is the argmax of those sums.
+    best = [max(range(len(row)), key=row.__getitem__) for row in expected]
+    assert [max(range(len(row)), key=row.__getitem__) for row in found] == best
