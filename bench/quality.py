@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -37,19 +39,25 @@ from llm2llm.data import read_examples, read_jsonl  # noqa: E402
 from llm2llm.loop import run  # noqa: E402
 from llm2llm.progress import RichUI  # noqa: E402
 
-TASKS = {"trec": ["data.test_limit=500"], "sst2": ["data.test_limit=400"], "snips": []}
-SHARED = ["loop.iterations=3", "eval.test_every_iteration=false", "teacher.max_concurrency=2"]
+# Per task: overrides, and the real-data rows at 2x and 3x the seed count (the ceiling real data gives).
+TASKS = {
+    "trec": (["data.test_limit=500"], 60),
+    "sst2": (["data.test_limit=400"], 20),
+    "snips": ([], 70),
+}
+SHARED = ["loop.iterations=2", "eval.test_every_iteration=true", "teacher.max_concurrency=2"]
 NOTES = "<!-- notes: written by hand, kept when the bench rewrites this file -->"
-METHODS = ["finetune", "llm2llm", "auggpt", "eda", "more_data"]
-VARIANTS = [  # isolate the recipe and the quality filters where the loop has work: an under-trained student
-    "finetune_e2=finetune student.epochs=2",
-    "llm2llm_e2=llm2llm student.epochs=2",
-    "no_verify_e2=llm2llm student.epochs=2 quality.verify=false",  # label verification off
-    "no_dedup_e2=llm2llm student.epochs=2 quality.near_duplicate_rouge_l=1.0",  # near-duplicates kept (exact ones dropped)
-    # the paper's ablations (Tables 4-6), on the same student; one_shot_e2 adds what llm2llm_e2 added
-    "one_shot_e2=one_shot student.epochs=2",
-    "source_all_e2=source_all student.epochs=2",
-    "continue_e2=continue_training student.epochs=2",
+METHODS = ["finetune"]
+VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch student; every row paired with finetune
+    "paper=llm2llm select.by=train_errors",  # the paper's selection: wrong after training on them
+    "oof=llm2llm select.by=out_of_fold",  # wrong when held out (3 folds)
+    "confidence=llm2llm select.by=confidence",  # the paper's errors plus the least confident 20% of the seeds
+    "oof_confidence=llm2llm select.by=out_of_fold+confidence",
+    "oof_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3",  # how much to ask for
+    "auggpt_oof=auggpt select.by=out_of_fold",  # count-matched to the oof row of the same repeat
+    "more_data_oof=more_data select.by=out_of_fold",
+    "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again
+    "real_3x=more_data augment.count={seeds2}",
 ]
 
 
@@ -71,11 +79,13 @@ def main() -> None:
 
     transformers_logging.disable_progress_bar()
     console, ui = Console(width=160), RichUI()
-    methods = [Method.parse(m) for m in args.methods] + [Method.parse(v) for v in args.variants]
     sections, started = [], time.perf_counter()
     for task in args.tasks:
         task_started = time.perf_counter()
-        overrides = [*TASKS[task], *SHARED, f"output_dir={args.out}", f"name={task}", *args.overrides]
+        task_overrides, n_seeds = TASKS[task]
+        methods = [Method.parse(m) for m in args.methods] + [
+            Method.parse(v.format(seeds=n_seeds, seeds2=2 * n_seeds)) for v in args.variants]
+        overrides = [*task_overrides, *SHARED, f"output_dir={args.out}", f"name={task}", *args.overrides]
 
         def run_one(config):
             if args.report_only:
@@ -99,16 +109,21 @@ def _section(task: str, summary: dict, minutes: float) -> str:
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in summary["table"]]
     lines += ["", "What the teacher produced (all repeats): requests, kept, rejections by reason.", "",
-              "| method | teacher requests | kept | rejected by reason | seed acc per iteration (repeat 0) |", "|---|---|---|---|---|"]
+              "| method | teacher requests | parents by reason | kept | rejected by reason | seed acc per iteration (repeat 0) | "
+              "out-of-fold acc per iteration (repeat 0) |", "|---|---|---|---|---|---|---|"]
     for row in summary["table"]:
         runs = [r for r in summary["runs"] if r["method"] == row["method"] and "skipped" not in r]
         if not runs:
             continue
         reasons = sum((Counter(r["rejected_by_reason"]) for r in runs), Counter())
-        lines.append(f"| {row['method']} | {sum(r['teacher_requests'] for r in runs)} | {sum(r['augmented'] for r in runs)} | "
+        parents = sum((Counter(_parents(r["run_dir"])) for r in runs), Counter())
+        oof = [a for a in runs[0].get("oof_by_iteration") or [] if a is not None]
+        lines.append(f"| {row['method']} | {sum(r['teacher_requests'] for r in runs)} | "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(parents.items())) or '—'} | {sum(r['augmented'] for r in runs)} | "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or '—'} | "
-                     f"{' → '.join(f'{100 * a:.1f}' for a in runs[0]['seed_accuracy'])} |")
-    lines += ["", *_per_label(summary), "", *_samples(summary), ""]
+                     f"{' → '.join(f'{100 * a:.1f}' for a in runs[0]['seed_accuracy'])} | "
+                     f"{' → '.join(f'{100 * a:.1f}' for a in oof) or '—'} |")
+    lines += ["", *_oof_tracking(summary), "", *_per_label(summary), "", *_samples(summary), ""]
     return "\n".join(lines)
 
 
@@ -130,15 +145,49 @@ def _per_label(summary: dict) -> list[str]:
     return lines
 
 
-def _samples(summary: dict, limit: int = 6) -> list[str]:
-    """A few kept examples of the loop's first repeat, beside the seed each was made from."""
-    run_dirs = [r["run_dir"] for r in summary["runs"] if r["method"] == "llm2llm" and r["repeat"] == 0 and "skipped" not in r]
+def _parents(run_dir: str) -> Counter:
+    """Parents chosen over the run's generating iterations, by reason (wrong, low_confidence)."""
+    stages = [json.loads(path.read_text()) for path in Path(run_dir).glob("iter_*/metrics.json")]
+    return sum((Counter(m.get("parents_by_reason") or {}) for m in stages if "generate" in m.get("stage_seconds", {})), Counter())
+
+
+def _oof_tracking(summary: dict) -> list[str]:
+    """How well the test-free estimate tracks the truth: out-of-fold against test accuracy, per run and iteration,
+    and whether the iteration it names as best is the best on the test set."""
+    pairs, picks = [], []
+    for r in summary["runs"]:
+        if "skipped" in r or not any(a is not None for a in r.get("oof_by_iteration") or []):
+            continue
+        tested = [(o, t) for o, t in zip(r["oof_by_iteration"], r["test_by_iteration"]) if o is not None and t is not None]
+        pairs += tested
+        if r.get("best_iteration") is not None and len(tested) > 1:
+            best_test = max(t for _, t in tested)
+            picks.append(r["test_at_best"] - best_test)
+    if not pairs:
+        return []
+    errors = [100 * (o - t) for o, t in pairs]
+    lines = ["Out-of-fold accuracy (no test set) against test accuracy, every run and iteration that has both "
+             f"({len(pairs)} pairs): mean difference {statistics.mean(errors):+.1f} points, mean absolute difference "
+             f"{statistics.mean(abs(e) for e in errors):.1f}"]
+    if len(pairs) > 2:
+        lines[-1] += f", correlation {statistics.correlation([o for o, _ in pairs], [t for _, t in pairs]):.2f}"
+    if picks:
+        lines[-1] += (f". The iteration named best by out-of-fold accuracy was the best on the test set in "
+                      f"{sum(p == 0 for p in picks)} of {len(picks)} runs (mean test points lost: {-100 * statistics.mean(picks):.1f})")
+    return [lines[-1] + "."]
+
+
+def _samples(summary: dict, limit: int = 8) -> list[str]:
+    """A few kept examples of the first new loop row's first repeat (oof where it ran), beside the seed each was made from."""
+    loops = [m["label"] for m in summary["methods"] if m["method"] == "llm2llm"]
+    label = "oof" if "oof" in loops else (loops[0] if loops else None)
+    run_dirs = [r["run_dir"] for r in summary["runs"] if r["method"] == label and r["repeat"] == 0 and "skipped" not in r]
     if not run_dirs:
         return []
     examples = [e for path in sorted(Path(run_dirs[0]).glob("iter_*/train.jsonl"))[-1:] for e in read_examples(path)]
     by_id = {e.id: e for e in examples}
     generated = [e for e in examples if e.origin == "teacher"][:limit]
-    lines = ["Examples the loop kept (repeat 0), beside their seed:", "", "| seed (label) | generated (label) |", "|---|---|"]
+    lines = [f"Examples the {label} row kept (repeat 0), beside their seed:", "", "| seed (label) | generated (label) |", "|---|---|"]
     lines += [f"| {_cell(by_id[e.parent_id].text)} ({by_id[e.parent_id].label}) | {_cell(e.text)} ({e.label}) |"
               for e in generated if e.parent_id in by_id]
     return lines if generated else []
@@ -158,11 +207,14 @@ def _write(args, sections: list[str], minutes: float) -> None:
            "each task's section gives the runs' own minutes)  " if args.report_only else "  "),
         f"Code: llm2llm at commit {commit or 'unknown'}; {versions}; Python {platform.python_version()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. This invocation's wall time: {minutes:.0f} min.", "",
-        "Student: bundled SmolLM2-135M-Instruct, full fine-tune, 5 epochs, batch 8, lr 5e-5, fp32 weights with bf16 "
-        "autocast, greedy decoding. Teacher and verifier: bundled Qwen2.5-Coder-1.5B-Instruct (llama.cpp, local). "
-        "Loop: 3 iterations, seed-only sources, from the base weights each time. Count-matched methods add as many "
-        "examples as the same repeat's llm2llm run with the same student added (one_shot_e2 matches llm2llm_e2). "
-        "Mean ± sample std over repeats (seed, seed+1, ...).", "",
+        "Student: bundled SmolLM2-135M-Instruct, full fine-tune, 5 epochs, batch 8, lr 5e-5, fp32 weights (bf16 "
+        "autocast where the CPU has native bf16), predictions by scoring the labels. Teacher and verifier: bundled "
+        "Qwen2.5-Coder-1.5B-Instruct (llama.cpp, local). Loop: 2 iterations (the second trains on D_1 and is tested), "
+        "seed-only sources, from the base weights each time; out-of-fold rows use 3 folds, also in the last "
+        "iteration (for its estimate). Count-matched rows add as many examples as the same repeat's loop row with "
+        "the same extra overrides added (auggpt_oof and more_data_oof match oof); real_2x and real_3x add real rows "
+        "up to 2x and 3x the seeds. Mean ± sample std over repeats (seed, seed+1, ...); 'vs finetune' is the mean "
+        "paired difference (same repeat, same seed) with its 95% t interval, **real** where it excludes zero.", "",
     ]
     results = Path(args.results)
     old, _, notes = results.read_text(encoding="utf-8").partition(NOTES) if results.is_file() else ("", "", "")

@@ -1,10 +1,16 @@
-"""Student speed on this machine: training tokens/s and % of the bf16 matmul peak, against a plain PyTorch loop.
+"""Student speed on this machine, old path against new in one run: training tokens/s and % of the matmul peak in the
+dtype it trains in, and prediction prompts/s (greedy generation against scoring the labels).
 
-    python bench/speed.py [--model smollm2-135m-instruct] [--pairs 96] [--batch-size 8]
+    python bench/speed.py [--model smollm2-135m-instruct] [--task trec] [--epochs 3] [--predict 200]
 
-Rows: the measured bf16 matmul peak; llm2llm's HFStudent.train (full and LoRA); a bare PyTorch loop over the same
-batches (fp32 weights + bf16 autocast, AdamW) as the reference; batched greedy generation. Model FLOPs per
-trained token are 6N for full fine-tuning and 4N for LoRA (no weight gradients for the frozen base), N = parameters.
+Training data: the task's paper-sized seed set from ../shared/data (TREC-60 by default; the packaged demo tickets
+where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Rows:
+- the CPU capability and the matmul peak (2048², and at the model's own MLP shape) in fp32 and bf16;
+- HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position: the path
+  before the shared-prefix change) and the default path, same seed and batches: tokens/s (tokens of the examples as
+  written), speed-up, model FLOPs utilisation (6·N per example token, against the peak in the training dtype) and
+  the share of tokens the new path actually computed; final loss and seed accuracy of both, which must agree;
+- prediction on --predict test prompts: greedy generation and label scoring, prompts/s and their agreement.
 """
 
 from __future__ import annotations
@@ -17,103 +23,101 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
-from llm2llm.config import StudentConfig, TaskConfig  # noqa: E402
-from llm2llm.data import load_examples  # noqa: E402
+from llm2llm.config import load_config  # noqa: E402
+from llm2llm.loop import load_data  # noqa: E402
 from llm2llm.models import resolve_hf  # noqa: E402
-from llm2llm.students.hf import HFStudent, LengthGroupedBatches, encode_pair  # noqa: E402
-from llm2llm.tasks import build_task  # noqa: E402
+from llm2llm.students.hf import HFStudent  # noqa: E402
 
 
-def matmul_peak(m=2048, k=2048, n=2048, dtype=torch.bfloat16, repeats=20) -> float:
+def matmul_peak(m=2048, k=2048, n=2048, dtype=torch.float32, seconds=1.0) -> float:
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(3):
+    a @ b
+    repeats, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
         a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
+        repeats += 1
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
 
 
-def training_pairs(n: int):
-    seeds = load_examples("demo:test.jsonl", text_field="text", label_field="label", origin="seed")
-    task = build_task(TaskConfig(), seeds)
-    return [(task.student_messages(e), task.target(e)) for e in (seeds * (n // len(seeds) + 1))[:n]], task
-
-
-def plain_loop(model_path: str, pairs, batch_size: int) -> float:
-    """The reference: the same batches through a bare loop with no library around it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    encoded = [encode_pair(tokenizer, m, t, 512) for m, t in pairs]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    tokens, started = 0, time.perf_counter()
-    for batch in LengthGroupedBatches([len(ids) for ids, _ in encoded], batch_size, seed=0):
-        width = max(len(encoded[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.eos_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            n = len(encoded[i][0])
-            ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        tokens += int(mask.sum())
-    return tokens / (time.perf_counter() - started)
+def _answers(task, student, student_dir, examples, mode):
+    prompts = [task.student_messages(e) for e in examples]
+    started = time.perf_counter()
+    if mode == "generate":
+        answers = [task.extract_answer(o) for o in student.predict(student_dir, prompts, task.max_new_tokens)]
+    else:
+        choices = [task.answer_choices(e) for e in examples]
+        scores = student.score(student_dir, prompts, choices)
+        answers = [c[max(range(len(s)), key=s.__getitem__)] for c, s in zip(choices, scores)]
+    return answers, len(examples) / (time.perf_counter() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--pairs", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--task", default="trec", help="configs/<task>.yaml (a classification task)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--predict", type=int, default=200, help="test prompts to predict")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model_path = resolve_hf(args.model)
+    if (ROOT.parent / "shared" / "data").is_dir():
+        config = load_config(ROOT / "configs" / f"{args.task}.yaml", [f"student.model={args.model}", f"student.epochs={args.epochs}"])
+    else:
+        print("../shared/data is absent: using the packaged demo tickets")
+        config = load_config(None, [f"student.model={args.model}", f"student.epochs={args.epochs}", "student.finetune=full"])
+    seeds, test, task = load_data(config)
+    pairs = [(task.student_messages(e), task.target(e)) for e in seeds]
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    model_config = AutoConfig.from_pretrained(model_path)
-    n_params = AutoModelForCausalLM.from_config(model_config).num_parameters()
-    pairs, task = training_pairs(args.pairs)
-    peak = matmul_peak()
-    # The student's own matmul shape: one batch of ~8 x 100 tokens through a 576 -> 1536 MLP projection.
-    hidden, inner = model_config.hidden_size, model_config.intermediate_size
-    shape_peak = matmul_peak(8 * 100, hidden, inner, repeats=200)
-    rows = [
-        ("bf16 matmul peak (2048²)", f"{peak:.0f} GFLOP/s", "", ""),
-        (f"bf16 matmul at model shape (800×{hidden}×{inner})", f"{shape_peak:.0f} GFLOP/s", "", ""),
-    ]
+    n_params = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_hf(args.model))).num_parameters()
+    probe = HFStudent(config.student, seed=0)
+    train_dtype = probe._dtype()
+    shape = AutoConfig.from_pretrained(resolve_hf(args.model))
+    peaks = {dtype: matmul_peak(dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+    shape_peak = matmul_peak(8 * 100, shape.hidden_size, shape.intermediate_size, dtype=train_dtype)
+    peak = peaks[train_dtype]
+    rows = [("CPU capability", torch.backends.cpu.get_cpu_capability(), f"{torch.get_num_threads()} threads", "")]
+    rows += [(f"{str(d).split('.')[-1]} matmul peak (2048²)", f"{p:.0f} GFLOP/s", "← training dtype" if d == train_dtype else "", "")
+             for d, p in peaks.items()]
+    rows.append((f"{str(train_dtype).split('.')[-1]} matmul at model shape (800×{shape.hidden_size}×{shape.intermediate_size})",
+                 f"{shape_peak:.0f} GFLOP/s", "", ""))
 
-    def add(name: str, tokens_per_s: float, flops_per_token: float) -> None:
-        achieved = tokens_per_s * flops_per_token / 1e9
-        rows.append((name, f"{tokens_per_s:.0f} tok/s", f"{achieved:.0f} GFLOP/s",
-                     f"{100 * achieved / peak:.0f}% of peak, {100 * achieved / shape_peak:.0f}% of shape peak"))
-
-    add("plain PyTorch loop, full FT", plain_loop(model_path, pairs, args.batch_size), 6 * n_params)
+    trained = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, flops in (("full", 6 * n_params), ("lora", 4 * n_params)):
-            student = HFStudent(StudentConfig(model=args.model, finetune=mode, epochs=1, batch_size=args.batch_size), seed=0)
-            stats = student.train(pairs, Path(tmp) / mode)
-            add(f"llm2llm HFStudent, {mode}", stats["train_tokens_per_s"], flops)
-        prompts = [messages for messages, _ in pairs[:64]]
-        started = time.perf_counter()
-        outputs = student.predict(Path(tmp) / "lora", prompts, task.max_new_tokens)
-        seconds = time.perf_counter() - started
-        rows.append((f"greedy predict, batch {student.config.eval_batch_size}", f"{len(prompts) / seconds:.1f} prompts/s",
-                     f"{sum(len(o) for o in outputs)} chars out", ""))
+        for name, plain in (("old: plain forward", True), ("new: shared prefix, head at targets", False)):
+            student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
+            stats = student.train(pairs, Path(tmp) / name)
+            answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")
+            accuracy = sum(a == e.label for a, e in zip(answers, seeds)) / len(seeds)
+            trained[name] = (student, stats, accuracy)
+            mfu = stats["train_tokens_per_s"] * 6 * n_params / 1e9 / peak
+            computed = stats["train_tokens_computed"] / stats["train_tokens"]
+            speedup = stats["train_tokens_per_s"] / trained["old: plain forward"][1]["train_tokens_per_s"]
+            rows.append((f"train {name}", f"{stats['train_tokens_per_s']:.0f} tok/s ({speedup:.2f}x)",
+                         f"MFU {100 * mfu:.0f}% of peak; computed {100 * computed:.0f}% of the tokens "
+                         f"({100 * mfu * computed:.0f}% of peak in FLOPs done)",
+                         f"final loss {stats['final_loss']}, seed acc {100 * accuracy:.1f}%"))
+        student = trained["new: shared prefix, head at targets"][0]
+        examples = test[: args.predict]
+        directory = Path(tmp) / "new: shared prefix, head at targets"
+        generated, generate_rate = _answers(task, student, directory, examples, "generate")
+        scored, score_rate = _answers(task, student, directory, examples, "score")
+        agree = sum(a == b for a, b in zip(generated, scored)) / len(examples)
+        valid = [(a, b) for a, b in zip(generated, scored) if a is not None]
+        rows.append((f"predict {len(examples)} test prompts: greedy", f"{generate_rate:.1f} prompts/s",
+                     f"test acc {100 * sum(a == e.label for a, e in zip(generated, examples)) / len(examples):.1f}%", ""))
+        rows.append(("predict: score the labels", f"{score_rate:.1f} prompts/s ({score_rate / generate_rate:.2f}x)",
+                     f"test acc {100 * sum(a == e.label for a, e in zip(scored, examples)) / len(examples):.1f}%",
+                     f"agrees with greedy on {100 * agree:.1f}% ({100 * sum(a == b for a, b in valid) / max(len(valid), 1):.1f}% "
+                     f"where greedy gave a label; {len(examples) - len(valid)} greedy outputs name no label)"))
 
-    print(f"\nmodel {args.model} ({n_params / 1e6:.0f}M params), {args.pairs} pairs, batch {args.batch_size}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"\nmodel {args.model} ({n_params / 1e6:.0f}M params), {config.name}: {len(pairs)} pairs × {args.epochs} epochs, "
+          f"batch {config.student.batch_size}, full fine-tune, trains in {str(train_dtype).split('.')[-1]}, torch {torch.__version__}\n")
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 if __name__ == "__main__":

@@ -71,3 +71,30 @@ class ScriptedStudent:
     def predict(self, student_dir, prompts, max_new_tokens, advance=None):
         texts = [messages[-1]["content"] for messages in prompts]
         return ["nonsense" if text in self.wrong else self.gold[text] for text in texts]
+
+
+class LookupStudent:
+    """No weights: it knows what it was trained on. It answers a text right when that text, or a text made from it
+    (a teacher variant starts with its parent's text), was in its training pairs, or when the text is in `knows`
+    (what it would generalise to); otherwise it answers 'nonsense'. Every training set is kept in `trained`."""
+
+    def __init__(self, knows: set[str] = frozenset()) -> None:
+        from conftest import SEED_ROWS, TEST_ROWS
+
+        self.gold = {row["text"]: row["label"] for row in SEED_ROWS + TEST_ROWS}
+        self.knows = set(knows)
+        self.trained: dict[str, list[str]] = {}
+
+    def train_steps(self, n_pairs):
+        return 1
+
+    def train(self, pairs, out_dir, advance=None, init_from=None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "texts.txt").write_text("\n".join(messages[-1]["content"] for messages, _ in pairs), encoding="utf-8")
+        self.trained[str(out_dir)] = [messages[-1]["content"] for messages, _ in pairs]
+        return {"train_examples": len(pairs)}
+
+    def predict(self, student_dir, prompts, max_new_tokens, advance=None):
+        seen = (student_dir / "texts.txt").read_text(encoding="utf-8").split("\n")
+        texts = [messages[-1]["content"] for messages in prompts]
+        return [self.gold[text] if text in self.knows or any(s.startswith(text) for s in seen) else "nonsense" for text in texts]

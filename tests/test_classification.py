@@ -85,6 +85,13 @@ def test_teacher_prompt_shows_the_wrong_example_and_same_label_context(task):
     assert "Text: My card was charged twice" in user and "Label: billing" in user
     assert "Invoice total is wrong" in user and "App crashes" not in user
     assert all(label in messages[0]["content"] for label in LABELS)
+    # What requests share comes first, the seed last, so a server's prompt cache reuses the shared part.
+    assert user.index("Invoice total is wrong") < user.index("Text: My card was charged twice")
+    assert messages[0]["content"] == task.teacher_messages(context[1], context)[0]["content"]
+    # Two seeds of one label outside the shown examples: everything up to the seed is the same text.
+    first, second = (task.teacher_messages(example(text, id=i), context)[-1]["content"] for text, i in (("Refund please", "4"), ("Bill me less", "5")))
+    shared = first.index("Misclassified example:")
+    assert first[:shared] == second[:shared] and "Invoice total is wrong" in first[:shared]
 
 
 @pytest.mark.slow

@@ -27,6 +27,9 @@ POOL_ROWS = [
     {"text": "Why is there a late fee on my statement?", "label": "billing"},
     {"text": "Tracking says delivered but nothing arrived", "label": "shipping"},
     {"text": "The printer driver will not install", "label": "technical"},
+    {"text": "I was refunded the wrong amount", "label": "billing"},
+    {"text": "My order shipped to my old address", "label": "shipping"},
+    {"text": "The sync button does nothing", "label": "technical"},
     SEED_ROWS[0],  # a seed and a test row in the pool must never be drawn
     TEST_ROWS[0],
 ]
@@ -201,6 +204,7 @@ def test_ablation_switches_change_the_loop(config_file):
 
 def test_a_pool_row_with_an_unknown_label_is_an_error_naming_its_line(config_file, tmp_path):
     from llm2llm.augment.baselines import baseline_examples
+    from llm2llm.context import RunContext
     from llm2llm.errors import DataError
     from llm2llm.loop import load_data
 
@@ -208,7 +212,7 @@ def test_a_pool_row_with_an_unknown_label_is_an_error_naming_its_line(config_fil
     config = load_config(config_file, ["augment.method=more_data", "augment.count=3", "loop.iterations=1", f"augment.pool_path={pool}"])
     seeds, test, task = load_data(config)
     with pytest.raises(DataError, match=r"bad_pool\.jsonl:3: unknown label 'sales'"):
-        baseline_examples(config, task, None, None, None, tmp_path, seeds, test, None)
+        baseline_examples(RunContext(config, None, task, None, None, None, None, seeds, test, None), tmp_path)
 
 
 def test_continuing_from_a_missing_student_says_what_to_do(tiny_model_dir, tmp_path):

@@ -101,7 +101,7 @@ def test_each_iteration_trains_from_the_base_weights(config):
 def _inject(stage: str, monkeypatch, teacher: ScriptedTeacher, reference_calls_iter0: int):
     """Make the given stage of iteration 1 raise half-way."""
     counters = {"train": 0, "predict": 0}
-    original_train, original_predict = HFStudent.train, HFStudent.predict
+    original_train, original_score = HFStudent.train, HFStudent.score
 
     def train(self, *args, **kwargs):
         counters["train"] += 1
@@ -109,21 +109,21 @@ def _inject(stage: str, monkeypatch, teacher: ScriptedTeacher, reference_calls_i
             raise Boom
         return original_train(self, *args, **kwargs)
 
-    def predict(self, *args, **kwargs):
+    def score(self, *args, **kwargs):  # classification: predictions score the labels
         counters["predict"] += 1  # per iteration: seeds, then test
         if (stage, counters["predict"]) in (("evaluate", 3), ("test", 4)):
             raise Boom
-        return original_predict(self, *args, **kwargs)
+        return original_score(self, *args, **kwargs)
 
     original_write = llm2llm.loop.write_jsonl
 
     def write_jsonl(path, rows):
-        if (stage, path.parent.name, path.name) in (("filter", "iter_001", "wrong.jsonl"), ("append", "iter_002", "train.jsonl")):
+        if (stage, path.parent.name, path.name) in (("select", "iter_001", "wrong.jsonl"), ("append", "iter_002", "train.jsonl")):
             raise Boom
         return original_write(path, rows)
 
     monkeypatch.setattr(HFStudent, "train", train)
-    monkeypatch.setattr(HFStudent, "predict", predict)
+    monkeypatch.setattr(HFStudent, "score", score)
     monkeypatch.setattr(llm2llm.loop, "write_jsonl", write_jsonl)
     if stage == "generate":
         teacher.fail_after = reference_calls_iter0 + 1  # some replies of iteration 1 are already cached
@@ -142,7 +142,7 @@ def reference(tmp_path_factory, tiny_model_dir):
     return store, list(ScriptedTeacher.calls)
 
 
-@pytest.mark.parametrize("stage", ["finetune", "evaluate", "test", "filter", "generate", "append"])
+@pytest.mark.parametrize("stage", ["finetune", "evaluate", "test", "select", "generate", "append"])
 def test_resume_after_a_crash_in_each_stage(stage, config, reference, monkeypatch):
     reference_store, reference_calls = reference
     teacher = ScriptedTeacher()

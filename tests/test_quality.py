@@ -8,7 +8,8 @@ import pytest
 
 from llm2llm.config import load_config
 from llm2llm.data import Example, read_jsonl
-from llm2llm.augment.teacher import teacher_examples
+from llm2llm.context import RunContext
+from llm2llm.generate import teacher_examples
 from llm2llm.progress import SilentUI
 from llm2llm.quality import RougeIndex, rouge_l, verifier_messages, verifier_shots
 from llm2llm.tasks import build_task, normalize
@@ -136,7 +137,8 @@ def _run_generate(tmp_path, teacher, verifier, overrides=()):
         "courier lost it": "Text: i never got the invoice for last month!\nLabel: shipping",  # same as the previous reply
     })
     cache = ReplyCache(tmp_path / "cache.sqlite")
-    info = teacher_examples(config, task, teacher, verifier, cache, tmp_path, 0, wrong, SEEDS, SEEDS, TEST_SET, SilentUI())
+    run = RunContext(config, None, task, None, teacher, verifier, cache, SEEDS, TEST_SET, SilentUI())
+    info = teacher_examples(run, tmp_path, 0, wrong, SEEDS)
     cache.close()
     return info, {row["reason"]: row for row in read_jsonl(tmp_path / "rejected.jsonl")}
 

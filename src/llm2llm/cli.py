@@ -139,10 +139,12 @@ def compare_command(
         chosen += [comparison.Method.parse(spec) for spec in variants or []]
         summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, log=lambda line: err_console.print(line, highlight=False))
         table = Table(title=f"{config}: {repeats} repeat(s)", padding=(0, 1))
-        for header in comparison.HEADERS:
-            table.add_column(header, justify="left" if header == "method" else "right")
+        shown = [k for k, header in enumerate(comparison.HEADERS) if header not in ("#seed", "per repeat")]  # all in compare.md
+        for k in shown:
+            table.add_column(comparison.HEADERS[k], justify="left" if k == 0 else "right", no_wrap=k == 0)
         for row in summary["table"]:
-            table.add_row(*comparison.cells(row))
+            cells = comparison.cells(row)
+            table.add_row(*(cells[k] for k in shown))
         console.print(table)
         root = Path(summary["root"])
         console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}")
@@ -186,12 +188,13 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
     """Where a run stands: finished stages per iteration and what would run next."""
 
     def action() -> None:
+        from llm2llm import report
         from llm2llm.runstore import RunStore
 
         store = RunStore(run_dir)
         config = store.config()
         state = store.state()
-        stages = ["finetune", "evaluate", "test", "filter", "generate", "append"]
+        stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
         if config.augment.method != "llm2llm":
             stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
         console.print(f"[bold]{run_dir}[/]: {config.loop.iterations} iterations planned; "
@@ -200,6 +203,12 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
             done = state["iterations"].get(str(iteration), {})
             marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}·[/]" for s in stages)
             console.print(f"  iter {iteration}: {marks}")
+        for iteration in range(config.loop.iterations):
+            estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
+            if estimate is not None:
+                console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
+        if report.best_line(state):
+            console.print(report.best_line(state), highlight=False, markup=False)
         if not state.get("finished"):
             console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}")
 

@@ -121,8 +121,9 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
 
 
 def _match(method: Method, methods: list[Method]) -> str | None:
-    """The llm2llm row whose count a count-matched method adds: the one with the same extra overrides, else 'llm2llm'."""
-    if method.base not in COUNTED:
+    """The llm2llm row whose count a count-matched method adds: the one with the same extra overrides, else 'llm2llm'.
+    None for methods that add no examples, or whose variant sets augment.count itself (e.g. real data at 2x the seeds)."""
+    if method.base not in COUNTED or any(o.startswith("augment.count=") for o in method.overrides):
         return None
     same = [m.label for m in methods if m.base == "llm2llm" and sorted(m.overrides) == sorted(method.overrides)]
     return same[0] if same else "llm2llm"
@@ -144,6 +145,7 @@ def _summary(store: RunStore) -> dict[str, Any]:
     metrics = rows(store)
     seeds = metrics[0]["seeds"]
     tested = [m for m in metrics if m.get("test_accuracy") is not None]
+    best = store.state().get("best_iteration")
     return {
         "seeds": seeds,
         "augmented": metrics[-1]["train_examples"] - seeds,
@@ -151,6 +153,9 @@ def _summary(store: RunStore) -> dict[str, Any]:
         "seed_accuracy": [m["seed_accuracy"] for m in metrics],
         "test_accuracy": tested[-1]["test_accuracy"] if tested else None,
         "test_by_iteration": [m.get("test_accuracy") for m in metrics],
+        "oof_by_iteration": [m.get("oof_accuracy") for m in metrics],
+        "best_iteration": best["iteration"] if best else None,
+        "test_at_best": metrics[best["iteration"]].get("test_accuracy") if best else None,
         "teacher_requests": sum(m.get("requests", 0) + m.get("verify_requests", 0) for m in metrics),
         "rejected_by_reason": dict(sum((Counter(m.get("rejected_by_reason") or {}) for m in metrics), Counter())),
         "minutes": round(sum(m["minutes"] for m in metrics), 1),
@@ -158,13 +163,38 @@ def _summary(store: RunStore) -> dict[str, Any]:
     }
 
 
-def table_rows(results: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
-    """One row per method: mean ± sample std of the final test accuracy over the repeats that ran."""
+# Two-sided 95% quantiles of Student's t by degrees of freedom (for the paired interval over a handful of repeats).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def paired_difference(values: dict[int, float], reference: dict[int, float]) -> dict[str, Any] | None:
+    """Mean of value - reference over the repeats both have, with a 95% paired t interval; None under 2 pairs."""
+    pairs = [values[k] - reference[k] for k in sorted(values.keys() & reference.keys())]
+    if len(pairs) < 2:
+        return None
+    mean, df = statistics.mean(pairs), len(pairs) - 1
+    half = T_975[max(d for d in T_975 if d <= df)] * statistics.stdev(pairs) / len(pairs) ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half, "pairs": len(pairs), "real": mean - half > 0 or mean + half < 0}
+
+
+def table_rows(results: list[dict[str, Any]], labels: list[str], reference: str = "finetune") -> list[dict[str, Any]]:
+    """One row per method: mean ± sample std of the final test accuracy over the repeats that ran, and the paired
+    difference from the reference row (the same repeat, so the same seed) with its 95% interval."""
+    def by_repeat(label: str) -> dict[int, float]:
+        return {r["repeat"]: 100 * r["test_accuracy"] for r in results
+                if r["method"] == label and "skipped" not in r and r["test_accuracy"] is not None}
+
     table = []
     for label in labels:
         runs = [r for r in results if r["method"] == label and "skipped" not in r and r["test_accuracy"] is not None]
         accuracies = [100 * r["test_accuracy"] for r in runs]
+        oof = [100 * r["oof_by_iteration"][-1] for r in runs if r.get("oof_by_iteration") and r["oof_by_iteration"][-1] is not None]
+        at_best = [100 * r["test_at_best"] for r in runs if r.get("test_at_best") is not None]
         table.append({
+            "vs_reference": paired_difference(by_repeat(label), by_repeat(reference)) if label != reference else None,
+            "oof_mean": statistics.mean(oof) if oof else None,
+            "test_at_best_mean": statistics.mean(at_best) if at_best else None,
             "method": label,
             "runs": len(runs),
             "skipped": sum(1 for r in results if r["method"] == label and "skipped" in r),
@@ -185,7 +215,15 @@ def _accuracy(row: dict[str, Any]) -> str:
     return f"{row['test_mean']:.1f}" + (f" ± {row['test_std']:.1f}" if row["test_std"] is not None else "")
 
 
-HEADERS = ["method", "#seed", "#augmented", "test acc (%)", "per repeat", "teacher requests", "minutes"]
+HEADERS = ["method", "#seed", "#augmented", "test acc (%)", "vs finetune [95% CI]", "per repeat", "teacher requests",
+           "minutes"]
+
+
+def _difference(row: dict[str, Any]) -> str:
+    diff = row.get("vs_reference")
+    if diff is None:
+        return "—"
+    return f"{diff['mean']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}]" + (" **real**" if diff["real"] else "")
 
 
 def _number(value: float | None) -> str:
@@ -194,7 +232,7 @@ def _number(value: float | None) -> str:
 
 def cells(row: dict[str, Any]) -> list[str]:
     return [
-        row["method"], _number(row["seeds"]), _number(row["augmented"]), _accuracy(row),
+        row["method"], _number(row["seeds"]), _number(row["augmented"]), _accuracy(row), _difference(row),
         ", ".join(f"{a:.1f}" for a in row["test_runs"]) + (f" ({row['skipped']} skipped)" if row["skipped"] else ""),
         _number(row["teacher_requests"]), _number(row["minutes"]),
     ]

@@ -81,7 +81,8 @@ class StudentConfig(_Section):
     )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: all cores).")
     keep_checkpoints: Literal["all", "last", "none"] = Field(
-        "last", description="Student weights kept per iteration: all, only the latest, or none after evaluation."
+        "last", description="Student weights kept per iteration: all; the latest (and the best by out-of-fold accuracy, "
+        "where there is one); or none after evaluation."
     )
     continue_training: bool = Field(
         False, description="Ablation (paper Table 5): fine-tune each iteration from the previous iteration's student "
@@ -126,8 +127,35 @@ class LoopConfig(_Section):
     )
 
 
+class SelectConfig(_Section):
+    by: Literal["train_errors", "out_of_fold", "confidence", "out_of_fold+confidence"] = Field(
+        "train_errors",
+        description="Which seed examples the teacher writes from. train_errors (the paper): those the student gets wrong "
+        "after training on them. out_of_fold: those wrong when held out (k students, each trained without a fold of "
+        "seeds and the examples made from them). confidence: train_errors plus the seeds whose gold answer gets the "
+        "lowest probability. out_of_fold+confidence: the out-of-fold errors plus the lowest out-of-fold probabilities.",
+    )
+    folds: int = Field(3, ge=2, description="out_of_fold: k, the folds the seeds are split into (stratified by label); "
+                       "each costs one fine-tune on (k-1)/k of D_i per iteration.")
+    confidence_quantile: float = Field(
+        0.2, gt=0, lt=1, description="confidence: this share of the seeds, those whose gold answer is least probable, "
+        "become parents even when answered right.",
+    )
+    max_parents: int | None = Field(
+        None, ge=1, description="At most this many parents per iteration (wrong ones first, then least confident).",
+    )
+    estimate_every_iteration: bool = Field(
+        True, description="out_of_fold: also train the folds of the last iteration, so every iteration has an "
+        "out-of-fold accuracy and the best iteration can be named (off: the last iteration skips them).",
+    )
+
+
 class EvalConfig(_Section):
     test_every_iteration: bool = Field(False, description="Also evaluate each iteration's student on the test set (the last one always is).")
+    predict: Literal["auto", "score", "generate"] = Field(
+        "auto", description="score: rank the task's known answers (labels, letters) by their probability after the prompt, "
+        "teacher-forced; generate: greedy decoding. auto: score where the task has a known answer set, else generate.",
+    )
 
 
 class QualityConfig(_Section):
@@ -202,6 +230,7 @@ class Config(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)

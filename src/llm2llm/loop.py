@@ -3,31 +3,37 @@
     D_0 = the seed set (a baseline, augment.method, adds its own examples here and trains once)
     for i in 0..n-1:
         1. Finetune  a fresh student from the base weights on D_i
-        2. Evaluate  it greedily on the seed set D_0 only
-        3. Filter    the seed examples it got wrong
-        4. Generate  new examples from each wrong *seed* example with the teacher; validate, drop near-duplicates
+        2. Evaluate  it on the seed set D_0 only (scoring the known answers, or greedy decoding)
+        3. Select    the seed examples to write from: wrong after training (the paper), wrong out of fold (k students
+                     each trained without a fold of seeds and their descendants), or least confident (select.by)
+        4. Generate  new examples from each selected *seed* example with the teacher; validate, drop near-duplicates
                      and test-set look-alikes, and keep what a blind verifier confirms
         5. Append    D_{i+1} = D_i + accepted
     and evaluate on the test set (each iteration if asked, the last one always).
 
 The paper's ablations are switches: student.continue_training (Table 5), augment.one_shot (Table 4),
-augment.source=all (Table 6). The last iteration does not generate: no student would be trained on that data.
-A stage whose done-marker is in state.json is skipped on a re-run; one that died half-way is redone, its
-teacher calls coming from the cache.
+augment.source=all (Table 6); its selection is select.by=train_errors. The last iteration does not generate: no
+student would be trained on that data. With out-of-fold selection every iteration gets an accuracy estimate that
+needs no test set; the stopping rule reads it, and the run names its best iteration by it. A stage whose
+done-marker is in state.json is skipped on a re-run; one that died half-way is redone, its teacher calls coming
+from the cache.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from llm2llm.augment.baselines import baseline_examples
-from llm2llm.augment.teacher import teacher_examples
 from llm2llm.config import Config
+from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
-from llm2llm.errors import BudgetReached, RunStateError
+from llm2llm.errors import BudgetReached, ConfigError, RunStateError
+from llm2llm.generate import teacher_examples
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
+from llm2llm.select import choose_parents, stratified_folds, summary, without_fold
 from llm2llm.students import Student, build_student
 from llm2llm.tasks import Task, build_task
 from llm2llm.teachers import ReplyCache, Teacher, build_teacher
@@ -35,21 +41,20 @@ from llm2llm.teachers import ReplyCache, Teacher, build_teacher
 
 def run(config: Config, *, force: bool = False, ui=None, student: Student | None = None, teacher: Teacher | None = None) -> RunStore:
     """Set up a run from its config (or resume it) and run the loop. Parts can be passed in (tests, notebooks)."""
-    ui = ui or SilentUI()
     store = RunStore(config.run_dir)
     seeds, test, task = load_data(config)
     store.open(config, force=force)
-    student = student or build_student(config.student, config.seed)
     teacher = teacher or build_teacher(config.teacher, config.seed)
     verifier = build_teacher(config.quality.verifier, config.seed) if config.quality.verifier else teacher
-    cache = ReplyCache(store.cache_path)
+    context = RunContext(config, store, task, student or build_student(config.student, config.seed), teacher, verifier,
+                         ReplyCache(store.cache_path), seeds, test, ui or SilentUI())
     try:
-        llm2llm(config, store, task, student, teacher, verifier, cache, seeds, test, ui)
+        llm2llm(context)
     finally:
         teacher.close()
         if verifier is not teacher:
             verifier.close()
-        cache.close()
+        context.cache.close()
     return store
 
 
@@ -65,8 +70,8 @@ def load_data(config: Config) -> tuple[list[Example], list[Example], Task]:
     return seeds, test, task
 
 
-def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teacher: Teacher, verifier: Teacher, cache: ReplyCache,
-            seeds: list[Example], test: list[Example], ui) -> None:
+def llm2llm(run: RunContext) -> None:
+    config, store, task, student, seeds, ui = run.config, run.store, run.task, run.student, run.seeds, run.ui
     n, augment = config.loop.iterations, config.augment
     store.set_finished(False)
     first_train = store.iter_dir(0) / "train.jsonl"
@@ -74,7 +79,7 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
     if augment.method != "llm2llm" and not store.done(0, "augment"):
         _check_budget(config, store)
         started = time.perf_counter()
-        added, info = baseline_examples(config, task, teacher, verifier, cache, store.iter_dir(0), seeds, test, ui)
+        added, info = baseline_examples(run, store.iter_dir(0))
         write_jsonl(first_train, seeds + added)
         store.mark_done(0, "augment", {**info, "seconds": _since(started)})
     elif not first_train.is_file():
@@ -92,75 +97,159 @@ def llm2llm(config: Config, store: RunStore, task: Task, student: Student, teach
         # ── 1. Finetune: a fresh student from the base weights on D_i (paper §3.1; not continued) ──
         if not store.done(i, "finetune"):
             started = time.perf_counter()
-            pairs = [(task.student_messages(example), task.target(example)) for example in train_set]
             # The continued-training ablation (paper Table 5) starts from the previous iteration's student instead.
             init_from = store.iter_dir(i - 1) / "student" if config.student.continue_training and i > 0 else None
-            with ui.stage(f"finetune {i}", total=student.train_steps(len(pairs))) as advance:
-                stats = student.train(pairs, it / "student", advance, init_from=init_from)
+            stats = _finetune(run, train_set, it / "student", f"finetune {i}", init_from)
             store.mark_done(i, "finetune", {**stats, "seconds": _since(started)})
 
-        # ── 2. Evaluate on the seed set D_0 only, greedily ───────────────────────────────────────
+        # ── 2. Evaluate on the seed set D_0 only ───────────────────────────────────────────────────
         if not store.done(i, "evaluate"):
             started = time.perf_counter()
-            accuracy = _evaluate(task, student, it, seeds, "seed_predictions.jsonl", f"evaluate seeds {i}", ui)
+            accuracy = _evaluate(run, it / "student", seeds, it / "seed_predictions.jsonl", f"evaluate seeds {i}")
             info = {"seed_accuracy": accuracy, "seeds": len(seeds)}
             generated = train_set[len(seeds):]
             if augment.source == "all" and generated:  # ablation (paper Table 6): generated examples can be parents too
-                info["generated_accuracy"] = _evaluate(task, student, it, generated, "generated_predictions.jsonl", f"evaluate generated {i}", ui)
+                info["generated_accuracy"] = _evaluate(run, it / "student", generated, it / "generated_predictions.jsonl",
+                                                       f"evaluate generated {i}")
             store.mark_done(i, "evaluate", {**info, "seconds": _since(started)})
         ui.log(f"   seed accuracy {store.info(i, 'evaluate')['seed_accuracy']:.1%}")
 
-        stop_reason = _early_stop(config, store, i) or (f"completed {n} iterations" if i == n - 1 else None)
+        # ── 3. Select the seed examples to write from: wrong on the seeds (the paper), wrong out of fold, unsure ──
+        if _uses_folds(config) and augment.method == "llm2llm" and (i < n - 1 or config.select.estimate_every_iteration):
+            _fold_predictions(run, i, train_set)
+        if not store.done(i, "select"):
+            store.mark_done(i, "select", _select(run, i, train_set))
+        parents = read_examples(it / "wrong.jsonl")
+        if "oof_accuracy" in store.info(i, "select"):
+            ui.log(f"   out-of-fold accuracy {store.info(i, 'select')['oof_accuracy']:.1%}")
+
+        stop_reason = f"completed {n} iterations" if i == n - 1 else _early_stop(config, store, i, parents)
         last = stop_reason is not None
-        if test and (last or config.eval.test_every_iteration) and not store.done(i, "test"):
+        if run.test and (last or config.eval.test_every_iteration) and not store.done(i, "test"):
             started = time.perf_counter()
-            accuracy = _evaluate(task, student, it, test, "test_predictions.jsonl", f"evaluate test {i}", ui)
-            store.mark_done(i, "test", {"test_accuracy": accuracy, "test_examples": len(test), "seconds": _since(started)})
+            accuracy = _evaluate(run, it / "student", run.test, it / "test_predictions.jsonl", f"evaluate test {i}")
+            store.mark_done(i, "test", {"test_accuracy": accuracy, "test_examples": len(run.test), "seconds": _since(started)})
         if store.done(i, "test"):
             ui.log(f"   test accuracy {store.info(i, 'test')['test_accuracy']:.1%}")
         _prune_students(config, store, i)
         if last:
             break
 
-        # ── 3. Filter: keep the seed examples the student got wrong ──────────────────────────────
-        if not store.done(i, "filter"):
-            evaluated = {e.id: e for e in seeds + train_set[len(seeds):]}
-            predictions = read_jsonl(it / "seed_predictions.jsonl")
-            if (it / "generated_predictions.jsonl").is_file():
-                predictions += read_jsonl(it / "generated_predictions.jsonl")
-            wrong_examples = [evaluated[row["id"]] for row in predictions if not row["correct"]]
-            write_jsonl(it / "wrong.jsonl", wrong_examples)
-            store.mark_done(i, "filter", {"wrong": len(wrong_examples)})
-        wrong_examples = read_examples(it / "wrong.jsonl")
-
-        # ── 4. Generate from the wrong *seed* examples only; validate and de-duplicate ───────────
+        # ── 4. Generate from the selected *seed* examples only; validate, de-duplicate, verify ───────
         # Seeds only: the paper's ablation (Table 6, augment.source=all here) shows generating from generated data hurts.
         if not store.done(i, "generate"):
             _check_budget(config, store)
             started = time.perf_counter()
             count = augment.count if augment.one_shot else None  # one-shot (paper Table 4): everything at once
-            info = teacher_examples(config, task, teacher, verifier, cache, it, i, wrong_examples, seeds, train_set, test, ui, count=count)
+            info = teacher_examples(run, it, i, parents, train_set, count=count)
             store.mark_done(i, "generate", {**info, "seconds": _since(started)})
         info = store.info(i, "generate")
-        ui.log(f"   wrong {len(wrong_examples)} → accepted {info['accepted']}, rejected {info['rejected']} {info['rejected_by_reason'] or ''}")
+        ui.log(f"   parents {len(parents)} → accepted {info['accepted']}, rejected {info['rejected']} {info['rejected_by_reason'] or ''}")
 
         # ── 5. Append: D_{i+1} = D_i + accepted ──────────────────────────────────────────────────
         if not store.done(i, "append"):
             next_train = train_set + read_examples(it / "generated.jsonl")
             write_jsonl(store.iter_dir(i + 1) / "train.jsonl", next_train)
             store.mark_done(i, "append", {"next_train_size": len(next_train)})
-    store.set_finished(True, stop_reason)
+    store.set_finished(True, stop_reason, best_iteration(store))
 
 
-def _evaluate(task: Task, student: Student, it: Path, examples: list[Example], filename: str, title: str, ui) -> float:
-    with ui.stage(title, total=len(examples)) as advance:
-        outputs = student.predict(it / "student", [task.student_messages(e) for e in examples], task.max_new_tokens, advance)
+def _select(run: RunContext, i: int, train_set: list[Example]) -> dict:
+    """Write the parents (wrong.jsonl) and why each was chosen (selection.jsonl); return the stage's metrics."""
+    config, seeds, it = run.config, run.seeds, run.store.iter_dir(i)
+    out_of_fold = run.store.done(i, "fold_0")
+    predictions = {row["id"]: row for row in read_jsonl(it / "seed_predictions.jsonl")}
+    if out_of_fold:  # every seed's prediction by the student that never saw it (or anything made from it)
+        predictions = {row["id"]: row for path in sorted((it / "folds").glob("fold_*.jsonl")) for row in read_jsonl(path)}
+    # A last iteration without folds (select.estimate_every_iteration=false) selects nothing: nothing is generated.
+    chosen = [] if _uses_folds(config) and not out_of_fold else choose_parents(config.select, seeds, predictions)
+    if (it / "generated_predictions.jsonl").is_file():  # augment.source=all: wrong generated examples are parents too
+        by_id = {e.id: e for e in train_set}
+        chosen += [(by_id[row["id"]], "wrong") for row in read_jsonl(it / "generated_predictions.jsonl") if not row["correct"]]
+    write_jsonl(it / "wrong.jsonl", [example for example, _ in chosen])
+    write_jsonl(it / "selection.jsonl", [
+        {"id": e.id, "label": e.label, "reason": reason,
+         **{key: predictions[e.id][key] for key in ("answer", "gold_logprob") if key in predictions.get(e.id, {})}}
+        for e, reason in chosen])
+    info = {"oof_accuracy": sum(row["correct"] for row in predictions.values()) / len(seeds)} if out_of_fold else {}
+    return {**info, "wrong": sum(1 for _, reason in chosen if reason == "wrong"), "parents": len(chosen),
+            "parents_by_reason": summary(chosen)}
+
+
+def _uses_folds(config: Config) -> bool:
+    return config.select.by in ("out_of_fold", "out_of_fold+confidence")
+
+
+def _finetune(run: RunContext, train_set: list[Example], out_dir: Path, title: str, init_from: Path | None = None) -> dict:
+    pairs = [(run.task.student_messages(example), run.task.target(example)) for example in train_set]
+    with run.ui.stage(title, total=run.student.train_steps(len(pairs))) as advance:
+        return run.student.train(pairs, out_dir, advance, init_from=init_from)
+
+
+def _fold_predictions(run: RunContext, i: int, train_set: list[Example]) -> None:
+    """Each fold's student: trained from the base weights on D_i without the fold's seeds and their descendants, it
+    predicts the held-out seeds (iter_i/folds/fold_j.jsonl). A fold is a stage of its own; its weights are deleted."""
+    config, store, it = run.config, run.store, run.store.iter_dir(i)
+    folds = stratified_folds(run.seeds, config.select.folds, config.seed)
+    trained = False
+    for j, held_out in enumerate(folds):
+        if store.done(i, f"fold_{j}"):
+            continue
+        trained = True
+        started = time.perf_counter()
+        subset = without_fold(train_set, set(held_out))
+        student_dir = it / "folds" / f"fold_{j}"
+        title = f"fold {j + 1}/{len(folds)} of iteration {i}"
+        _finetune(run, subset, student_dir, f"finetune {title}")
+        held = [seed for seed in run.seeds if seed.id in set(held_out)]
+        accuracy = _evaluate(run, student_dir, held, it / "folds" / f"fold_{j}.jsonl", f"evaluate {title}")
+        shutil.rmtree(student_dir, ignore_errors=True)  # used once; a killed fold trains again
+        store.mark_done(i, f"fold_{j}", {"held_out": len(held), "fold_train_examples": len(subset), "fold_accuracy": accuracy,
+                                         "seconds": _since(started)})
+    if trained and hasattr(run.student, "release"):
+        run.student.release()  # the iteration's own student is reloaded from disk for the test set
+
+
+def _evaluate(run: RunContext, student_dir: Path, examples: list[Example], path: Path, title: str) -> float:
+    """Predict the examples with the student in student_dir; write id, output, answer, correct and the log-probability
+    of the gold answer (when scored, or needed for confidence selection) to path; return the accuracy."""
+    task, student, mode = run.task, run.student, run.config.eval.predict
+    prompts = [task.student_messages(e) for e in examples]
+    choices = [task.answer_choices(e) if hasattr(task, "answer_choices") else None for e in examples]
+    scorable = hasattr(student, "score") and all(choices)
+    if mode == "score" and not scorable:
+        raise ConfigError(f"eval.predict=score needs a task with a known answer set and a student that scores "
+                          f"(task.type={run.config.task.type}, student.type={run.config.student.type}); use eval.predict=generate")
+    gold: list[float | None] = [None] * len(examples)
+    with run.ui.stage(title, total=len(examples)) as advance:
+        if scorable and mode != "generate":
+            scores = student.score(student_dir, prompts, choices, advance)
+            outputs = [options[max(range(len(row)), key=row.__getitem__)] for options, row in zip(choices, scores)]
+            gold = [row[options.index(task.target(e))] if task.target(e) in options else None
+                    for e, options, row in zip(examples, choices, scores)]
+        else:
+            outputs = student.predict(student_dir, prompts, task.max_new_tokens, advance)
+    if "confidence" in run.config.select.by and gold[0] is None and hasattr(student, "score"):
+        # An open answer (math): the mean log-probability of the target's tokens, teacher-forced.
+        gold = [row[0] for row in student.score(student_dir, prompts, [[task.target(e)] for e in examples], per_token=True)]
     rows = [
-        {"id": e.id, "output": output, "answer": task.extract_answer(output), "label": e.label, "correct": task.is_correct(e, output)}
-        for e, output in zip(examples, outputs)
+        {"id": e.id, "output": output, "answer": task.extract_answer(output), "label": e.label, "correct": task.is_correct(e, output),
+         **({"gold_logprob": round(logprob, 4)} if logprob is not None else {})}
+        for e, output, logprob in zip(examples, outputs, gold)
     ]
-    write_jsonl(it / filename, rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, rows)
     return sum(row["correct"] for row in rows) / len(rows)
+
+
+def best_iteration(store: RunStore) -> dict | None:
+    """The iteration whose student to take: highest out-of-fold accuracy (the earliest among ties), never the test
+    set; None when no iteration has one."""
+    estimates = [(store.info(j, "select")["oof_accuracy"], j) for j in store.iterations() if "oof_accuracy" in store.info(j, "select")]
+    if not estimates:
+        return None
+    accuracy, iteration = max(estimates, key=lambda pair: (pair[0], -pair[1]))
+    return {"iteration": iteration, "oof_accuracy": accuracy, "by": "out-of-fold accuracy"}
 
 
 def _check_budget(config: Config, store: RunStore) -> None:
@@ -176,22 +265,30 @@ def _check_budget(config: Config, store: RunStore) -> None:
             raise BudgetReached(f"{reason}. Everything so far is saved in {store.root}; raise budget.{name} and run the same command to continue.")
 
 
-def _early_stop(config: Config, store: RunStore, i: int) -> str | None:
-    """Why the loop should end after iteration i (its test evaluation still runs), or None to go on."""
-    accuracies = [store.info(j, "evaluate")["seed_accuracy"] for j in range(i + 1)]
-    if accuracies[-1] == 1.0:
-        return f"stopped after iteration {i}: no seed example is wrong, so there is nothing to augment"
+def _early_stop(config: Config, store: RunStore, i: int, parents: list[Example]) -> str | None:
+    """Why the loop should end after iteration i (its test evaluation still runs), or None to go on. Patience reads
+    the out-of-fold accuracy where there is one (an honest estimate), else the seed accuracy."""
+    if not parents:
+        if config.select.by == "train_errors":
+            return f"stopped after iteration {i}: no seed example is wrong, so there is nothing to augment"
+        return f"stopped after iteration {i}: select.by={config.select.by} chose no seed example, so there is nothing to augment"
+    key, name = ("oof_accuracy", "out-of-fold accuracy") if "oof_accuracy" in store.info(i, "select") else ("seed_accuracy", "seed accuracy")
+    accuracies = [(store.info(j, "select") if key == "oof_accuracy" else store.info(j, "evaluate")).get(key, 0.0) for j in range(i + 1)]
     patience = config.loop.patience
     if patience and i >= patience and max(accuracies[-patience:]) <= max(accuracies[:-patience]):
         best = max(accuracies)
-        return f"stopped after iteration {i}: seed accuracy has not improved on {best:.1%} for {patience} iterations (loop.patience)"
+        return f"stopped after iteration {i}: {name} has not improved on {best:.1%} for {patience} iterations (loop.patience)"
     return None
 
 
 def _prune_students(config: Config, store: RunStore, iteration: int) -> None:
+    """keep_checkpoints=last keeps the latest student and the best one (by out-of-fold accuracy) so far."""
     keep = config.student.keep_checkpoints
-    if keep == "last" and iteration > 0:
-        store.prune_student(iteration - 1)
+    best = best_iteration(store)
+    if keep == "last":
+        for earlier in range(iteration):
+            if best is None or earlier != best["iteration"]:
+                store.prune_student(earlier)
     elif keep == "none":
         store.prune_student(iteration)
 

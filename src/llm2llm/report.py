@@ -13,9 +13,10 @@ from llm2llm.runstore import RunStore
 COLUMNS = [
     ("iter", "iteration"),
     ("seed acc", "seed_accuracy"),
+    ("oof acc", "oof_accuracy"),
     ("test acc", "test_accuracy"),
     ("|D_i|", "train_examples"),
-    ("wrong", "wrong"),
+    ("parents", "parents"),
     ("asked", "requests"),
     ("kept", "accepted"),
     ("rej", "rejected"),
@@ -55,6 +56,15 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def best_line(state: dict[str, Any]) -> str:
+    """Which iteration's student to take, as the run named it (by out-of-fold accuracy, never the test set)."""
+    best = state.get("best_iteration")
+    if not best:
+        return ""
+    return (f"best iteration: {best['iteration']} (out-of-fold accuracy {best['oof_accuracy']:.1%}); "
+            f"its student is iter_{best['iteration']:03d}/student")
+
+
 def table(store: RunStore) -> Table:
     config = store.config()
     state = store.state()
@@ -62,7 +72,8 @@ def table(store: RunStore) -> Table:
     reasons = "; ".join(
         f"iter {m['iteration']}: {_cell('', m['rejected_by_reason'])}" for m in data if m.get("rejected_by_reason")
     )
-    caption = (state.get("stop_reason") or "in progress") + (f"\nrejected by reason — {reasons}" if reasons else "")
+    caption = (state.get("stop_reason") or "in progress") + (f"\n{best_line(state)}" if best_line(state) else "") + (
+        f"\nrejected by reason — {reasons}" if reasons else "")
     title = f"{config.name}: {config.task.type} · student {config.student.model} · teacher {config.teacher.model}"
     result = Table(title=title, caption=caption, padding=(0, 1))
     for header, _ in COLUMNS:
@@ -78,6 +89,8 @@ def markdown(store: RunStore) -> str:
         lines.append("| " + " | ".join(_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS) + " |")
     config = store.config()
     head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
+    best = best_line(store.state())
+    head += f"{best[0].upper() + best[1:]}.\n\n" if best else ""
     return head + "\n".join(lines) + "\n\n![accuracy](accuracy.png)\n"
 
 
@@ -89,7 +102,8 @@ def plot(store: RunStore, path: Path) -> Path:
 
     data = rows(store)
     figure, axis = plt.subplots(figsize=(6, 4))
-    for key, label, marker in (("seed_accuracy", "seed (train) accuracy", "o"), ("test_accuracy", "test accuracy", "s")):
+    for key, label, marker in (("seed_accuracy", "seed (train) accuracy", "o"), ("oof_accuracy", "out-of-fold accuracy", "^"),
+                               ("test_accuracy", "test accuracy", "s")):
         points = [(m["iteration"], 100 * m[key]) for m in data if m.get(key) is not None]
         if points:
             axis.plot(*zip(*points), marker=marker, label=label)

@@ -128,9 +128,11 @@ class RunStore:
         _atomic_write(self.root / "state.json", json.dumps(state, indent=1))
         self._write_metrics(iteration, state["iterations"][str(iteration)])
 
-    def set_finished(self, finished: bool, reason: str = "") -> None:
+    def set_finished(self, finished: bool, reason: str = "", best: dict[str, Any] | None = None) -> None:
         state = self.state()
         state["finished"], state["stop_reason"] = finished, reason
+        if best is not None:
+            state["best_iteration"] = best
         _atomic_write(self.root / "state.json", json.dumps(state, indent=1))
 
     def _write_metrics(self, iteration: int, stages: dict[str, dict[str, Any]]) -> None:
@@ -138,7 +140,10 @@ class RunStore:
         for stage, info in stages.items():
             info = dict(info)
             metrics["stage_seconds"][stage] = info.pop("seconds", None)
-            metrics.update(info)
+            if stage.startswith("fold_"):  # out-of-fold students: one entry each, not merged into the iteration's
+                metrics.setdefault("folds", {})[stage] = info
+            else:
+                metrics.update(info)
         _atomic_write(self.iter_dir(iteration) / "metrics.json", json.dumps(metrics, indent=1))
 
     def metrics(self, iteration: int) -> dict[str, Any]:

@@ -14,26 +14,25 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from llm2llm.augment.teacher import teacher_examples
 from llm2llm.config import Config
+from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, write_jsonl
 from llm2llm.errors import ConfigError, DataError
-from llm2llm.tasks import Task, normalize
-from llm2llm.teachers import ReplyCache, Teacher
+from llm2llm.generate import teacher_examples
+from llm2llm.tasks import normalize
 
 
-def baseline_examples(config: Config, task: Task, teacher: Teacher, verifier: Teacher, cache: ReplyCache, out_dir: Path,
-                      seeds: list[Example], test: list[Example], ui) -> tuple[list[Example], dict]:
+def baseline_examples(run: RunContext, out_dir: Path) -> tuple[list[Example], dict]:
     """The examples augment.method adds to the seeds, written to out_dir/generated.jsonl, and its metrics."""
-    augment = config.augment
+    config, seeds, augment = run.config, run.seeds, run.config.augment
     if augment.method == "auggpt":
-        info = teacher_examples(config, task, teacher, verifier, cache, out_dir, 0, seeds, seeds, seeds, test, ui, count=augment.count)
+        info = teacher_examples(run, out_dir, 0, seeds, seeds, count=augment.count)
         return read_examples(out_dir / "generated.jsonl"), info
     if augment.method == "eda":
         added = eda_examples(config, seeds)
     else:
-        added = pool_examples(config, seeds, test)
-        task.validate(added)  # a pool row with an unknown label names its file and line
+        added = pool_examples(config, seeds, run.test)
+        run.task.validate(added)  # a pool row with an unknown label names its file and line
     write_jsonl(out_dir / "generated.jsonl", added)
     return added, {"accepted": len(added), "requested": augment.count}
 

@@ -158,10 +158,14 @@ class HFStudent:
         shape = model.config.get_text_config()
         size = (shape.hidden_size, shape.num_hidden_layers, model.num_parameters())
 
+        computed = [0]  # tokens that went through the model (padding included, a shared prefix once per packed row)
+
         def collate(batch):
             rows = [encoded[i] for i in batch]
             pack = packable and worth_packing([len(ids) for ids, _ in rows], prefix, *size)
-            return collate_rows(rows, prefix, pad_id, pack)
+            collated = collate_rows(rows, prefix, pad_id, pack)
+            computed[0] += collated["input_ids"].numel()
+            return collated
 
         loader = torch.utils.data.DataLoader(range(len(encoded)), batch_sampler=batches, collate_fn=collate)
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -210,6 +214,7 @@ class HFStudent:
             "train_steps": len(log),
             "train_tokens": tokens,
             "train_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+            "train_tokens_computed": computed[0],
             "final_loss": log[-1]["loss"] if log else None,
             "base_fingerprint": base_fingerprint,
             "trained_fingerprint": _fingerprint(model),
@@ -284,8 +289,9 @@ class HFStudent:
         return outputs
 
     def score(self, student_dir: Path, prompts: list[Messages], candidates: list[list[str]],
-              advance: Advance | None = None) -> list[list[float]]:
-        """Log-probability of each candidate answer (its tokens and end-of-sequence) after its prompt, teacher-forced:
+              advance: Advance | None = None, per_token: bool = False) -> list[list[float]]:
+        """Log-probability of each candidate answer (its tokens and end-of-sequence; per token with per_token) after
+        its prompt, teacher-forced:
         prompts and candidates packed into rows that share the prompts' common prefix (students/forward.py)."""
         torch = _import_torch()
 
@@ -300,7 +306,7 @@ class HFStudent:
                 batch = order[start : start + self.config.eval_batch_size]
                 found = candidate_logprobs(model, [encoded[i] for i in batch], [options[i] for i in batch], prefix)
                 for i, row in zip(batch, found):
-                    scores[i] = row
+                    scores[i] = [score / len(tokens) for score, tokens in zip(row, options[i])] if per_token else row
                 if advance:
                     advance(len(batch))
         return scores

@@ -50,6 +50,10 @@ class Task(Protocol):
     def is_correct(self, example: Example, output: str) -> bool:
         """Grade a raw student output."""
 
+    def answer_choices(self, example: Example) -> list[str] | None:
+        """The complete answers the student could give (labels, letters), which prediction can score instead of
+        generating; None for open answers (math)."""
+
     def extract_answer(self, output: str) -> str | None:
         """The answer in a raw output, or None when there is none."""
 

@@ -57,6 +57,9 @@ class ClassificationTask:
     def is_correct(self, example: Example, output: str) -> bool:
         return self.extract_answer(output) == example.label
 
+    def answer_choices(self, example: Example) -> list[str]:
+        return self.labels
+
     # ── teacher side ────────────────────────────────────────────────────────────────────────────
     def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
         others = [example for example in context if example.label == wrong.label and example.id != wrong.id]
@@ -64,15 +67,15 @@ class ClassificationTask:
         system = (
             "You write training data for a text classifier.\n"
             f"Task: {self.description}\nLabels: {', '.join(self.labels)}.\n"
-            "A student model misclassified the example below. Write ONE new example that tests the same "
+            "A student model misclassified the example at the end. Write ONE new example that tests the same "
             "distinction, so the student learns it. Use new wording, names and details; do not copy or "
             "paraphrase the example closely. The new text must clearly belong to the given label.\n"
             "Reply in exactly this format and nothing else:\nText: <the new text>\nLabel: <label>"
         )
-        user = f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n"
-        if shown:
-            user += f"\nOther examples labelled {wrong.label}:\n{shown}"
-        user += f"\nWrite one new example labelled {wrong.label}."
+        # What requests share comes first (the system prompt, then the label's examples), the seed last: a local
+        # server reuses the cached prefix instead of reading it again (bench/teacher.py).
+        user = f"Other examples labelled {wrong.label}:\n{shown}\n" if shown else ""
+        user += f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n\nWrite one new example labelled {wrong.label}."
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, str]:

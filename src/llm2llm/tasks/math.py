@@ -184,6 +184,9 @@ class MathTask:
         rationale = _ANNOTATION.sub("", example.label).rpartition("####")[0].strip()
         return f"{rationale}\n#### {self.extract_answer(example.label)}".strip()
 
+    def answer_choices(self, example: Example) -> None:
+        return None  # an open answer: predicted by generating
+
     def extract_answer(self, output: str) -> str | None:
         marker = output.rfind("####")
         match = _FINAL.match(output, marker + 4) if marker >= 0 else None

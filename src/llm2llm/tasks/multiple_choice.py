@@ -67,6 +67,9 @@ class MultipleChoiceTask:
         found = set(re.findall(rf"\(([{letters}])\)", text))
         return str(self.letters.index(found.pop())) if len(found) == 1 else None
 
+    def answer_choices(self, example: Example) -> list[str]:
+        return list(self.letters[: len(example.choices or [])])
+
     def is_correct(self, example: Example, output: str) -> bool:
         return self.extract_answer(output) == example.label
 

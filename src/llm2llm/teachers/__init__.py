@@ -48,6 +48,7 @@ class TeacherReply:
     cached: bool = False
     retries: int = 0  # attempts beyond the first (stored in the cache; rows written before it read as 0)
     tokens_estimated: bool = False  # the server sent no usage: token counts are characters / 4
+    cached_prompt_tokens: int = 0  # prompt tokens the server reused from its prompt cache (usage.prompt_tokens_details)
 
 
 class Teacher(Protocol):

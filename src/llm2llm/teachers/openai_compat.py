@@ -204,6 +204,7 @@ class OpenAITeacher:
         if estimated:  # some servers send no usage; the run's token totals should still mean something
             prompt_tokens = estimate_tokens(sum(len(str(m.get("content") or "")) for m in request.messages))
             completion_tokens = estimate_tokens(len(text))
+        details = getattr(usage, "prompt_tokens_details", None)
         return TeacherReply(
             text=text,
             finish_reason=choice.finish_reason,
@@ -211,6 +212,7 @@ class OpenAITeacher:
             completion_tokens=completion_tokens,
             retries=retries,
             tokens_estimated=estimated,
+            cached_prompt_tokens=getattr(details, "cached_tokens", None) or 0,
         )
 
     async def aclose(self) -> None:

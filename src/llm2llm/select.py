@@ -1,0 +1,76 @@
+"""Step 3 of the loop, Select: which seed examples the teacher writes from (`select.by`).
+
+- train_errors, the paper's signal (§3.1): the seeds the student gets wrong after training on them. A student trained
+  to convergence answers 90-100% of its own seeds right, so this finds almost nothing (docs/results.md).
+- out_of_fold: the seeds are split into k folds, stratified by label; for each fold a student is trained from the
+  base weights on D_i without that fold's seeds *and without every generated example descended from them* (lineage
+  makes this exact; otherwise a held-out seed leaks through its children), and predicts the held-out seeds. The
+  seeds it gets wrong are the parents, and the share it gets right is an accuracy estimate that needs no test set.
+- confidence: the student's log-probability of each seed's gold answer (of the label's tokens; per token for math);
+  the least confident `select.confidence_quantile` of the seeds join the parents even when answered right — from the
+  trained student, or with out_of_fold+confidence from the held-out predictions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+
+from llm2llm.config import SelectConfig
+from llm2llm.data import Example
+
+
+def stratified_folds(seeds: list[Example], k: int, seed: int) -> list[list[str]]:
+    """k lists of seed ids: each label's seeds shuffled (seeded) and dealt in turn, so every fold has every label
+    in proportion and fold sizes differ by at most one; every seed is held out exactly once."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for example in seeds:
+        by_label[example.label].append(example.id)
+    folds: list[list[str]] = [[] for _ in range(min(k, len(seeds)))]
+    turn = 0
+    for label in sorted(by_label):
+        ids = by_label[label]
+        rng.shuffle(ids)
+        for ident in ids:
+            folds[turn % len(folds)].append(ident)
+            turn += 1
+    return folds
+
+
+def root_seed(example: Example, by_id: dict[str, Example]) -> str:
+    """The seed an example descends from, following parent_id (generated examples can be parents with augment.source=all)."""
+    seen = set()
+    while example.parent_id is not None and example.parent_id in by_id and example.id not in seen:
+        seen.add(example.id)
+        example = by_id[example.parent_id]
+    return example.parent_id if example.parent_id is not None and example.parent_id not in by_id else example.id
+
+
+def without_fold(train_set: list[Example], held_out: set[str]) -> list[Example]:
+    """D_i without the held-out seeds and without every example descended from one of them."""
+    by_id = {example.id: example for example in train_set}
+    return [example for example in train_set if root_seed(example, by_id) not in held_out]
+
+
+def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict]) -> list[tuple[Example, str]]:
+    """(seed, reason) for each parent, in seed order: 'wrong', or 'low_confidence' for the least confident seeds
+    answered right. At most select.max_parents, wrong ones first and the least confident first among those.
+    `predictions` maps a seed id to its row (correct, gold_logprob) from the trained student (train_errors,
+    confidence) or from its fold's student (out_of_fold, out_of_fold+confidence)."""
+    def confidence(example: Example) -> float:
+        value = predictions[example.id].get("gold_logprob")
+        return -math.inf if value is None else value
+
+    reasons = {example.id: "wrong" for example in seeds if not predictions[example.id]["correct"]}
+    if config.by in ("confidence", "out_of_fold+confidence"):
+        for example in sorted(seeds, key=confidence)[: math.ceil(config.confidence_quantile * len(seeds))]:
+            reasons.setdefault(example.id, "low_confidence")
+    ranked = sorted((e for e in seeds if e.id in reasons), key=lambda e: (reasons[e.id] != "wrong", confidence(e)))
+    kept = {example.id for example in ranked[: config.max_parents]}
+    return [(example, reasons[example.id]) for example in seeds if example.id in kept]
+
+
+def summary(chosen: list[tuple[Example, str]]) -> dict[str, int]:
+    return dict(Counter(reason for _, reason in chosen))

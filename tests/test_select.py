@@ -1,0 +1,155 @@
+"""Select (loop step 3): stratified folds, lineage-exact fold training sets, parents by errors and confidence,
+out-of-fold accuracy in the loop, resume inside the fold stage, and a best iteration that never reads the test set."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from llm2llm.config import SelectConfig, load_config
+from llm2llm.data import Example, read_examples, read_jsonl
+from llm2llm.loop import best_iteration, run
+from llm2llm.runstore import RunStore
+from llm2llm.select import choose_parents, root_seed, stratified_folds, without_fold
+
+from conftest import SEED_ROWS
+from scripted import LookupStudent, ScriptedTeacher
+
+
+def _seeds(per_label: dict[str, int]) -> list[Example]:
+    return [Example(id=f"{label}-{k}", text=f"{label} text {k}", label=label, origin="seed")
+            for label, n in per_label.items() for k in range(n)]
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_folds_are_stratified_and_hold_every_seed_out_once(k):
+    seeds = _seeds({"a": 10, "b": 6, "c": 3})
+    folds = stratified_folds(seeds, k, seed=0)
+    assert sorted(i for fold in folds for i in fold) == sorted(s.id for s in seeds)  # each seed held out exactly once
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    label_of = {s.id: s.label for s in seeds}
+    for fold in folds:
+        counts = Counter(label_of[i] for i in fold)
+        assert all(abs(counts[label] - n / k) < 1 for label, n in (("a", 10), ("b", 6), ("c", 3)))  # labels in proportion
+    assert stratified_folds(seeds, k, seed=0) == folds and stratified_folds(seeds, k, seed=1) != folds  # seeded
+
+
+def test_a_fold_drops_its_seeds_and_everything_made_from_them():
+    seeds = _seeds({"a": 2, "b": 2})
+    child = Example(id="gen-0", text="child of a-0", label="a", origin="teacher", parent_id="a-0", iteration=0)
+    grandchild = Example(id="gen-1", text="child of gen-0", label="a", origin="teacher", parent_id="gen-0", iteration=1)
+    other = Example(id="gen-2", text="child of b-1", label="b", origin="teacher", parent_id="b-1", iteration=0)
+    train_set = seeds + [child, grandchild, other]
+    by_id = {e.id: e for e in train_set}
+    assert root_seed(grandchild, by_id) == "a-0" and root_seed(other, by_id) == "b-1" and root_seed(seeds[2], by_id) == "b-0"
+    assert [e.id for e in without_fold(train_set, {"a-0", "b-0"})] == ["a-1", "b-1", "gen-2"]
+
+
+def test_parents_by_errors_confidence_and_cap():
+    seeds = _seeds({"a": 5, "b": 5})
+    rows = {s.id: {"correct": True, "gold_logprob": -0.01 * k} for k, s in enumerate(seeds)}
+    rows["a-1"] = {"correct": False, "gold_logprob": -3.0}
+    rows["b-4"] = {"correct": False, "gold_logprob": -0.5}
+    assert [(e.id, r) for e, r in choose_parents(SelectConfig(by="train_errors"), seeds, rows)] == [("a-1", "wrong"), ("b-4", "wrong")]
+    # the least confident 30% (3 of 10): a-1, b-4 (wrong anyway) and b-3 (-0.08), the lowest answered right
+    confident = choose_parents(SelectConfig(by="confidence", confidence_quantile=0.3), seeds, rows)
+    assert [(e.id, r) for e, r in confident] == [("a-1", "wrong"), ("b-3", "low_confidence"), ("b-4", "wrong")]
+    capped = choose_parents(SelectConfig(by="confidence", confidence_quantile=0.5, max_parents=3), seeds, rows)
+    assert [(e.id, r) for e, r in capped] == [("a-1", "wrong"), ("b-3", "low_confidence"), ("b-4", "wrong")]
+
+
+ITERATIONS = 2
+
+
+@pytest.fixture
+def oof_config(tmp_path, data_files):
+    seeds, test = data_files
+    return load_config(None, [
+        f"data.seed_path={seeds}", f"data.test_path={test}", "teacher.type=scripted:ScriptedTeacher", "teacher.samples_per_wrong=2",
+        f"loop.iterations={ITERATIONS}", "select.by=out_of_fold", "select.folds=3", f"output_dir={tmp_path / 'runs'}", "name=oof",
+    ])
+
+
+@pytest.fixture(autouse=True)
+def reset_teacher_calls():
+    ScriptedTeacher.calls = []
+
+
+KNOWS = {SEED_ROWS[0]["text"], SEED_ROWS[3]["text"], SEED_ROWS[6]["text"]}  # one per label generalises
+
+
+def test_out_of_fold_selection_trains_without_the_fold_and_its_descendants(oof_config):
+    student = LookupStudent(knows=KNOWS)
+    store = run(oof_config, student=student)
+    seeds = read_examples(store.root / "iter_000" / "train.jsonl")
+    for i in range(ITERATIONS):
+        it = store.root / f"iter_{i:03d}"
+        train_set = read_examples(it / "train.jsonl")
+        folds = [read_jsonl(it / "folds" / f"fold_{j}.jsonl") for j in range(3)]
+        assert sorted(row["id"] for fold in folds for row in fold) == sorted(s.id for s in seeds)
+        for j, fold in enumerate(folds):
+            held = {row["id"] for row in fold}
+            trained = student.trained[str(it / "folds" / f"fold_{j}")]
+            held_texts = [s.text for s in seeds if s.id in held]
+            # no held-out seed and nothing made from one reached the fold's student
+            assert not [t for t in trained if any(t.startswith(h) for h in held_texts)]
+            assert len(trained) == len(without_fold(train_set, held))
+            assert not (it / "folds" / f"fold_{j}").exists()  # fold weights are deleted once used
+        # Out of fold the student is right on what it generalises to only: lineage keeps children from leaking
+        # the held-out answer, so iteration 1's out-of-fold errors are iteration 0's.
+        metrics = store.metrics(i)
+        assert metrics["oof_accuracy"] == pytest.approx(len(KNOWS) / len(seeds))
+        assert metrics["seed_accuracy"] == 1.0  # on its own training data it is always right: the paper finds nothing
+        assert {e.text for e in read_examples(it / "wrong.jsonl")} == {s.text for s in seeds} - KNOWS
+        assert set(metrics["folds"]) == {"fold_0", "fold_1", "fold_2"}
+    assert store.metrics(0)["requests"] == 2 * (len(seeds) - len(KNOWS))
+    assert store.state()["best_iteration"]["iteration"] == 0  # ties go to the earliest
+
+
+def test_a_run_killed_inside_the_fold_stage_resumes_without_retraining_finished_folds(oof_config):
+    class Boom(Exception):
+        pass
+
+    class Crashing(LookupStudent):
+        def train(self, pairs, out_dir, advance=None, init_from=None):
+            if out_dir.name == "fold_1":
+                raise Boom
+            return super().train(pairs, out_dir, advance, init_from)
+
+    with pytest.raises(Boom):
+        run(oof_config, student=Crashing(knows=KNOWS))
+    store = RunStore(oof_config.run_dir)
+    assert store.done(0, "fold_0") and not store.done(0, "fold_1") and not store.done(0, "select")
+    fold_0 = store.info(0, "fold_0")
+    student = LookupStudent(knows=KNOWS)
+    run(oof_config, student=student)
+    assert store.info(0, "fold_0") == fold_0
+    assert str(store.root / "iter_000" / "folds" / "fold_0") not in student.trained  # not trained again
+    assert str(store.root / "iter_000" / "folds" / "fold_1") in student.trained
+    assert store.state()["finished"] and store.metrics(1)["oof_accuracy"] == pytest.approx(len(KNOWS) / 9)
+
+
+def test_the_best_iteration_reads_out_of_fold_accuracy_never_the_test_set(tmp_path):
+    store = RunStore(tmp_path)
+    for i, (oof, test) in enumerate(((0.5, 0.9), (0.7, 0.6), (0.6, 0.95))):
+        store.mark_done(i, "select", {"oof_accuracy": oof})
+        store.mark_done(i, "test", {"test_accuracy": test})
+    assert best_iteration(store) == {"iteration": 1, "oof_accuracy": 0.7, "by": "out-of-fold accuracy"}
+    state = json.loads((tmp_path / "state.json").read_text())
+    for stages in state["iterations"].values():  # whatever the test set says, the choice does not move
+        stages["test"]["test_accuracy"] = 1.0 - stages["test"]["test_accuracy"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert best_iteration(store)["iteration"] == 1
+    (tmp_path / "paper").mkdir()
+    empty = RunStore(tmp_path / "paper")
+    empty.mark_done(0, "select", {"wrong": 2})
+    assert best_iteration(empty) is None  # no estimate, no claim
+
+
+def test_keep_last_keeps_the_best_student_too(oof_config):
+    config = oof_config.model_copy(update={"loop": oof_config.loop.model_copy(update={"iterations": 3})})
+    store = run(config, student=LookupStudent(knows=KNOWS))
+    assert store.state()["best_iteration"]["iteration"] == 0  # equal estimates: the earliest
+    assert [(store.root / f"iter_{i:03d}" / "student").is_dir() for i in range(3)] == [True, False, True]
