@@ -108,3 +108,14 @@ def test_training_and_evaluation_render_the_same_prompt(task, smollm2_dir):
     assert input_ids[:n_prompt] == prompt_ids  # the evaluation prompt is exactly the training prefix
     assert tokenizer.decode(input_ids[n_prompt:], skip_special_tokens=True) == "billing"
     assert input_ids[-1] == tokenizer.eos_token_id
+
+
+def test_teacher_prompt_names_the_students_confusion_when_given(task):
+    wrong = example()
+    context = [wrong, example("Invoice total is wrong", id="2")]
+    plain = task.teacher_messages(wrong, context)[-1]["content"]
+    told = task.teacher_messages(wrong, context, student_answer="technical")[-1]["content"]
+    assert "technical" not in plain and "The student answered technical" in told
+    assert "also billing, not technical" in told
+    assert told.startswith(plain.partition("Misclassified example:")[0])  # the shared part still comes first
+    assert task.teacher_messages(wrong, context, student_answer="billing")[-1]["content"] == plain  # right: nothing to name

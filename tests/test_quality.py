@@ -152,7 +152,8 @@ def test_generate_rejects_copies_near_duplicates_test_overlap_and_mismatches(tmp
     assert info["accepted"] == 0 and info["test_overlap_flagged"] == 1
     assert info["verify_requests"] == 1 and verifier.calls == 1  # only the survivor of the cheap checks is verified
     assert reasons["test_overlap"]["detail"].endswith("test example t1")
-    assert reasons["near_duplicate"]["detail"] == "ROUGE-L 1.00 with gen-000-s3-0"  # within the batch (last row kept)
+    near = sorted(row["detail"] for row in read_jsonl(tmp_path / "rejected.jsonl") if row["reason"] == "near_duplicate")
+    assert near == ["ROUGE-L 0.80 with s2", "ROUGE-L 1.00 with gen-000-s3-0"]  # a seed's, and one within the batch
     assert reasons["label_mismatch"]["detail"] == "intended billing, verifier answered shipping"
     assert reasons["label_mismatch"]["example"]["text"] == "I never got the invoice for last month"
     assert read_jsonl(tmp_path / "test_overlap.jsonl")[0]["test_id"] == "t1"
@@ -181,3 +182,22 @@ def test_verifier_without_an_answer_leaves_the_example_unverified(tmp_path):
         "please send the refund for my broken blender to my visa card", "I never got the invoice for last month"]
     assert info["rejected_by_reason"] == {"copy_of_seed": 1, "unverified": 1, "near_duplicate": 1}
     assert reasons["unverified"]["detail"].startswith("no answer in the verifier's reply")
+
+
+@pytest.mark.parametrize("select_by, shown", [("out_of_fold", True), ("train_errors", False)])
+def test_the_teacher_is_told_the_students_answer_except_in_the_papers_loop(tmp_path, select_by, shown):
+    seen = []
+
+    class Recording(CannedTeacher):
+        def complete(self, request, seed):
+            seen.append(request.messages[-1]["content"])
+            return super().complete(request, seed)
+
+    config = load_config(None, [f"select.by={select_by}", "quality.verify=false"])
+    task = build_task(config.task, SEEDS)
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    run = RunContext(config, None, task, None, Recording("teacher", {"refund me": "Text: my bill doubled\nLabel: billing"}), None,
+                     cache, SEEDS, TEST_SET, SilentUI())
+    teacher_examples(run, tmp_path, 0, SEEDS[:1], SEEDS, student_answers={SEEDS[0].id: "technical"})
+    cache.close()
+    assert seen and ("The student answered technical" in seen[0]) == shown

@@ -102,6 +102,10 @@ class TeacherConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(256, ge=1, description="Longest teacher reply; longer replies are rejected as truncated.")
     samples_per_wrong: int = Field(1, ge=1, description="New examples asked for per wrong seed example per iteration (paper: 1).")
+    show_student_answer: bool | None = Field(
+        None, description="Tell the teacher what the student answered instead (the confusion to teach). None: on, "
+        "except with select.by=train_errors, the paper's loop, whose prompt shows only the example and its answer.",
+    )
     max_concurrency: int = Field(1, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(300, gt=0, description="Seconds to wait for one reply.")
     max_retries: int = Field(3, ge=0, description="Retries on connection errors, timeouts, 429, 5xx and malformed replies.")

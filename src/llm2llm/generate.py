@@ -26,9 +26,12 @@ from llm2llm.teachers import TeacherReply, TeacherRequest, generate, price
 
 
 def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: list[Example], train_set: list[Example],
-                     count: int | None = None) -> dict:
-    """Ask for new examples made from `parents`; write generated/rejected/test_overlap.jsonl in out_dir; return metrics."""
+                     count: int | None = None, student_answers: dict[str, str | None] | None = None) -> dict:
+    """Ask for new examples made from `parents`; write generated/rejected/test_overlap.jsonl in out_dir; return metrics.
+    `student_answers` (parent id → what the student answered) go into the prompts when teacher.show_student_answer."""
     config, task = run.config, run.task
+    show = config.teacher.show_student_answer
+    answers = (student_answers or {}) if (show if show is not None else config.select.by != "train_errors") else {}
     known = RougeIndex([example.text for example in train_set], [example.id for example in train_set])
     test_index = RougeIndex([example.text for example in run.test], [example.id for example in run.test])
     asked: Counter[str] = Counter()  # requests per parent so far: a new round asks with new sample indexes
@@ -42,8 +45,8 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
             break
         requests = []
         for parent in sources:
-            requests.append(TeacherRequest(messages=task.teacher_messages(parent, context=run.seeds), sample_index=asked[parent.id],
-                                           round=iteration))
+            messages = task.teacher_messages(parent, context=run.seeds, student_answer=answers.get(parent.id))
+            requests.append(TeacherRequest(messages=messages, sample_index=asked[parent.id], round=iteration))
             asked[parent.id] += 1
         label = f"generate {iteration}" + (f" · round {round_index + 1}" if round_index else "")
         with run.ui.stage(label, total=len(requests)) as advance:

@@ -141,7 +141,8 @@ def llm2llm(run: RunContext) -> None:
             _check_budget(config, store)
             started = time.perf_counter()
             count = augment.count if augment.one_shot else None  # one-shot (paper Table 4): everything at once
-            info = teacher_examples(run, it, i, parents, train_set, count=count)
+            answers = {row["id"]: row.get("answer") for row in read_jsonl(it / "selection.jsonl")}  # what the student said
+            info = teacher_examples(run, it, i, parents, train_set, count=count, student_answers=answers)
             store.mark_done(i, "generate", {**info, "seconds": _since(started)})
         info = store.info(i, "generate")
         ui.log(f"   parents {len(parents)} → accepted {info['accepted']}, rejected {info['rejected']} {info['rejected_by_reason'] or ''}")

@@ -57,8 +57,9 @@ class Task(Protocol):
     def extract_answer(self, output: str) -> str | None:
         """The answer in a raw output, or None when there is none."""
 
-    def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
-        """Ask for one new example that tests the same skill as `wrong` (a seed example)."""
+    def teacher_messages(self, wrong: Example, context: list[Example], student_answer: str | None = None) -> Messages:
+        """Ask for one new example that tests the same skill as `wrong` (a seed example); `student_answer` is what the
+        student answered instead, when the prompt should name the confusion."""
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, Any]:
         """Fields of the new example ({"text", "label"} and, for multiple choice, "choices"), or raise Rejected."""

@@ -61,7 +61,7 @@ class ClassificationTask:
         return self.labels
 
     # ── teacher side ────────────────────────────────────────────────────────────────────────────
-    def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
+    def teacher_messages(self, wrong: Example, context: list[Example], student_answer: str | None = None) -> Messages:
         others = [example for example in context if example.label == wrong.label and example.id != wrong.id]
         shown = "".join(f"- {example.text}\n" for example in others[: self.context_examples])
         system = (
@@ -75,7 +75,13 @@ class ClassificationTask:
         # What requests share comes first (the system prompt, then the label's examples), the seed last: a local
         # server reuses the cached prefix instead of reading it again (bench/teacher.py).
         user = f"Other examples labelled {wrong.label}:\n{shown}\n" if shown else ""
-        user += f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n\nWrite one new example labelled {wrong.label}."
+        user += f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n"
+        if student_answer and student_answer != wrong.label:
+            # The confusion is the skill to teach: without it a small teacher writes an easy, typical example of the
+            # label (one that leans on the label's keyword), not one that separates the two labels.
+            user += (f"The student answered {student_answer}. Write an example that is also {wrong.label}, not "
+                     f"{student_answer}, and that a reader could mistake for {student_answer} in the same way.\n")
+        user += f"\nWrite one new example labelled {wrong.label}."
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, str]:

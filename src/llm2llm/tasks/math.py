@@ -203,11 +203,11 @@ class MathTask:
         return abs(Decimal(predicted) - Decimal(expected)) < Decimal("1e-6")
 
     # ── teacher side ────────────────────────────────────────────────────────────────────────────
-    def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
-        user = (
-            f"The student got this problem wrong:\nQuestion: {wrong.text}\nAnswer: {self.target(wrong)}\n\n"
-            "Write one similar problem with new names and numbers."
-        )
+    def teacher_messages(self, wrong: Example, context: list[Example], student_answer: str | None = None) -> Messages:
+        user = f"The student got this problem wrong:\nQuestion: {wrong.text}\nAnswer: {self.target(wrong)}\n\n"
+        if student_answer is not None and student_answer != self.extract_answer(wrong.label):
+            user += f"The student's final answer was {student_answer}.\n"
+        user += "Write one similar problem with new names and numbers."
         return [{"role": "system", "content": TEACHER_PROMPT}, {"role": "user", "content": user}]
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, str]:

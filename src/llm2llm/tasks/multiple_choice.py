@@ -74,7 +74,7 @@ class MultipleChoiceTask:
         return self.extract_answer(output) == example.label
 
     # ── teacher side ────────────────────────────────────────────────────────────────────────────
-    def teacher_messages(self, wrong: Example, context: list[Example]) -> Messages:
+    def teacher_messages(self, wrong: Example, context: list[Example], student_answer: str | None = None) -> Messages:
         n, last = self.n_choices, self.letters[-1]
         system = (
             "You write training data for a multiple-choice reading task.\n"
@@ -86,7 +86,10 @@ class MultipleChoiceTask:
             + "".join(f"({letter}) <choice>\n" for letter in self.letters)
             + f"Answer: <the letter A-{last} of the correct choice>"
         )
-        user = f"Example the student got wrong:\nContext: {self._render(wrong)}\nAnswer: {self.target(wrong)}\n\nWrite one new example."
+        user = f"Example the student got wrong:\nContext: {self._render(wrong)}\nAnswer: {self.target(wrong)}\n"
+        if student_answer is not None and student_answer != wrong.label and student_answer.isdigit() and int(student_answer) < n:
+            user += f"The student chose ({self.letters[int(student_answer)]}). Make a wrong choice just as tempting.\n"
+        user += "\nWrite one new example."
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, Any]:
