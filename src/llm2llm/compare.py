@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from llm2llm import markdown as tables
 from llm2llm.config import Config, load_config
 from llm2llm.data import content_hash
 from llm2llm.errors import ConfigError
@@ -243,8 +244,7 @@ def markdown(summary: dict[str, Any], base: Config) -> str:
              f"Task {base.task.type}; student {base.student.model} ({base.student.finetune}, {base.student.epochs} epochs, "
              f"lr {base.student.learning_rate or 'default'}); teacher {base.teacher.model}; {summary['repeats']} repeat(s), "
              "seed + k for repeat k. Test accuracy of each run's final student; mean ± sample std over repeats.", "",
-             "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in summary["table"]]
+             tables.table(HEADERS, (cells(row) for row in summary["table"]))]
     lines += ["", "Methods (overrides of the config):", ""]
     lines += [f"- `{m['label']}`: {' '.join(m['overrides']) or '(the config as is)'}" for m in summary["methods"]]
     lines += ["", "![comparison](compare.png)", ""]

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
+from llm2llm import markdown as tables
 from llm2llm.runstore import RunStore
 
 # (header, metrics key): the terminal table stays within 80 columns; report.md adds the wide ones.
@@ -84,14 +85,21 @@ def table(store: RunStore) -> Table:
 
 
 def markdown(store: RunStore) -> str:
-    lines = ["| " + " | ".join(header for header, _ in WIDE_COLUMNS) + " |", "|" + "---|" * len(WIDE_COLUMNS)]
-    for metrics in rows(store):
-        lines.append("| " + " | ".join(_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS) + " |")
+    body = tables.table([header for header, _ in WIDE_COLUMNS],
+                        ([_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS] for metrics in rows(store)))
     config = store.config()
     head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
     best = best_line(store.state())
     head += f"{best[0].upper() + best[1:]}.\n\n" if best else ""
-    return head + "\n".join(lines) + "\n\n![accuracy](accuracy.png)\n"
+    return head + stop_line(store.state()) + "\n\n" + body + "\n\n![accuracy](accuracy.png)\n"
+
+
+def stop_line(state: dict[str, Any]) -> str:
+    """Why the run ended (or what halted it), as the README promises the report says."""
+    reason = state.get("stop_reason")
+    if state.get("finished"):
+        return f"Finished: {reason or 'completed'}."
+    return f"Not finished: {reason}." if reason else "In progress (or interrupted): run the same command to continue."
 
 
 def plot(store: RunStore, path: Path) -> Path:
