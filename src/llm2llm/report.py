@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from llm2llm import markdown as tables
@@ -76,11 +77,12 @@ def table(store: RunStore) -> Table:
     caption = (state.get("stop_reason") or "in progress") + (f"\n{best_line(state)}" if best_line(state) else "") + (
         f"\nrejected by reason — {reasons}" if reasons else "")
     title = f"{config.name}: {config.task.type} · student {config.student.model} · teacher {config.teacher.model}"
-    result = Table(title=title, caption=caption, padding=(0, 1))
+    # Names, model paths and reasons are the user's text: escaped, or rich reads "[...]" in them as markup.
+    result = Table(title=escape(title), caption=escape(caption), padding=(0, 1))
     for header, _ in COLUMNS:
         result.add_column(header, justify="right")
     for metrics in data:
-        result.add_row(*(_cell(key, metrics.get(key)) for _, key in COLUMNS))
+        result.add_row(*(escape(_cell(key, metrics.get(key))) for _, key in COLUMNS))
     return result
 
 
