@@ -70,6 +70,10 @@ def test_config_command_shows_resolved_config_and_keys():
     assert result.exit_code == 0 and "iterations: 7" in result.output
     keys = invoke("config", "--keys")
     assert "teacher.api_key_env" in keys.output and "student.lora.r" in keys.output
+    # The defaults are not what the demo runs: the reference says where they differ.
+    assert re.search(r"student\.finetune = 'lora'\s+llm2llm demo: 'full'", keys.output), keys.output
+    mine = invoke("config", "loop.iterations=7", "--keys")
+    assert re.search(r"loop\.iterations = 2\s+loop\.iterations=7: 7", mine.output) and "llm2llm demo" not in mine.output
 
 
 def test_models_lists_bundled_aliases(monkeypatch):

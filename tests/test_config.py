@@ -44,6 +44,32 @@ def test_bad_overrides_name_the_key(overrides, expected):
         load_config(None, overrides)
 
 
+@pytest.mark.parametrize("override, suggestion", [
+    ("student.lerning_rate=0.1", "student.learning_rate"),  # a typo
+    ("student.iterations=3", "loop.iterations"),  # the right name in the wrong section
+    ("iterations=3", "loop.iterations"),
+    ("student.lorra.r=4", "student.lora"),  # a section
+    ("quality.verifier.modle=x", "quality.verifier.model"),  # inside an optional section
+])
+def test_an_unknown_key_suggests_the_closest_real_one(override, suggestion):
+    with pytest.raises(ConfigError, match=re.escape(f"unknown key; did you mean {suggestion}?")):
+        load_config(None, [override])
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(ConfigError, match=r"loop\.foo: unknown key \("):
+        load_config(None, ["loop.foo=1"])
+
+
+def test_key_reference_marks_what_a_config_changes(tmp_path):
+    from llm2llm.config import key_reference
+
+    path = tmp_path / "c.yaml"
+    path.write_text("student:\n  finetune: full\n")
+    changed = {key: value for key, _, value, _ in key_reference(load_config(path, ["loop.iterations=4"])) if value is not None}
+    assert changed == {"student.finetune": "'full'", "loop.iterations": "4"}
+
+
 def test_bad_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nstudent:\n  model: [unclosed\n")

@@ -236,21 +236,33 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.
 
 @app.command("config")
 def config_command(
-    config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded demo)."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config (none: the built-in defaults, which the shipped configs change; see --keys)."),
     overrides: Optional[List[str]] = OVERRIDES,
-    keys: bool = typer.Option(False, "--keys", help="List every key with its default and meaning."),
+    keys: bool = typer.Option(False, "--keys", help="List every key with its default and meaning, marking what the config (or else the demo) sets instead."),
 ) -> None:
     """Print the resolved config (file + overrides), or the reference of all keys."""
 
     def action() -> None:
-        from llm2llm.config import config_keys, config_to_yaml, load_config
+        from importlib import resources
+
+        from llm2llm.config import config_to_yaml, key_reference, load_config
 
         nonlocal config, overrides
         if config is not None and "=" in config.name and not config.exists():
             overrides, config = [str(config), *(overrides or [])], None  # `llm2llm config key=value` with no file
         if keys:
-            for key, default, description in config_keys():
-                console.print(f"[cyan]{key}[/] = {escape(default)}\n    {escape(description)}", highlight=False)
+            # The defaults are what a key is when nothing sets it; every shipped config changes some of them
+            # (the demo: full fine-tune, 3 iterations), so the reference marks what the user will actually get.
+            if config is None and not overrides:
+                shown, source = Path(str(resources.files("llm2llm") / "demo_data" / "demo.yaml")), "llm2llm demo"
+            else:
+                shown, source = config, " ".join([str(config)] * (config is not None) + list(overrides or []))
+            console.print(f"Every key = its default (what you get when neither your config file nor a key=value override "
+                          f"sets it). [yellow]Marked[/]: what {escape(source)} sets instead. "
+                          "`llm2llm config YOUR.yaml --keys` marks what yours sets.\n", highlight=False)
+            for key, default, value, description in key_reference(load_config(shown, overrides or [])):
+                mark = f"   [yellow]{escape(source)}: {escape(value)}[/]" if value is not None else ""
+                console.print(f"[cyan]{key}[/] = {escape(default)}{mark}\n    {escape(description)}", highlight=False)
             return
         console.print(config_to_yaml(load_config(config, overrides or [])), highlight=False, markup=False)
 

@@ -6,8 +6,9 @@ locally, and the bundled support-ticket data. `llm2llm demo` runs configs/demo.y
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -314,10 +315,33 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
         if not key:  # a rule across keys (model validator)
             lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
         elif error["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; `llm2llm config --keys` lists them)")
+            lines.append(f"  {key}: unknown key{_did_you_mean(key)} (`llm2llm config --keys` lists them)")
         else:
             lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")
     return "\n".join(lines)
+
+
+def _did_you_mean(key: str) -> str:
+    """'; did you mean student.learning_rate?' for the closest real key or section: the same name in another
+    section first ('student.iterations' -> loop.iterations), then a close spelling of the whole key, then of its name."""
+    known = _every_key(Config)
+    known += sorted({name.rpartition(".")[0] for name in known} - {""})  # sections: 'student.lorra' -> student.lora
+    leaf = key.rpartition(".")[2]
+    by_leaf: dict[str, list[str]] = {}
+    for name in known:
+        by_leaf.setdefault(name.rpartition(".")[2], []).append(name)
+    close = by_leaf.get(leaf) or difflib.get_close_matches(key, known, n=1, cutoff=0.75) or [
+        name for match in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8) for name in by_leaf[match]]
+    return f"; did you mean {' or '.join(close[:2])}?" if close else ""
+
+
+def _every_key(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted names of every field, inside optional sections too (quality.verifier.model)."""
+    names = []
+    for name, field in model.model_fields.items():
+        sections = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
+        names += _every_key(sections[0], f"{prefix}{name}.") if sections else [f"{prefix}{name}"]
+    return names
 
 
 def _absolute_paths(config: Config) -> Config:
@@ -349,4 +373,17 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple
             rows.extend(config_keys(annotation, f"{prefix}{name}."))
         else:
             rows.append((f"{prefix}{name}", repr(field.get_default(call_default_factory=True)), field.description or ""))
+    return rows
+
+
+def key_reference(config: Config) -> list[tuple[str, str, str | None, str]]:
+    """(dotted key, default, `config`'s value where it differs from the default, description) for every field:
+    what `llm2llm config --keys` shows, so a user sees which defaults their config (or the demo) replaces."""
+    defaults = load_config()  # resolved like `config` (paths made absolute), so only real differences show
+    rows = []
+    for key, default, description in config_keys():
+        value, default_value = config, defaults
+        for part in key.split("."):
+            value, default_value = getattr(value, part), getattr(default_value, part)
+        rows.append((key, default, None if value == default_value else repr(value), description))
     return rows
