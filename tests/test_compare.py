@@ -143,7 +143,7 @@ def test_a_report_of_finished_runs_starts_none(config_file):
 def test_method_specs_and_config_hash(config_file):
     variant = Method.parse("no_verify=llm2llm quality.verify=false")
     assert (variant.label, variant.base, variant.overrides) == ("no_verify", "llm2llm", ["quality.verify=false"])
-    with pytest.raises(ConfigError, match="unknown method 'edda'"):
+    with pytest.raises(ConfigError, match="unknown method 'edda' in 'edda'; did you mean eda?"):
         Method.parse("edda")
     with pytest.raises(ConfigError, match="labels repeat"):
         compare(config_file, [], [Method.parse("eda"), Method.parse("eda")], 1, Runner())

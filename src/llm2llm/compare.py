@@ -12,6 +12,7 @@ llm2llm row with the same extra overrides where there is one ('eda_e2=eda studen
 
 from __future__ import annotations
 
+import difflib
 import json
 import statistics
 from collections import Counter
@@ -54,8 +55,9 @@ class Method:
         head, *overrides = spec.split()
         label, _, base = head.rpartition("=") if "=" in head else (head, "", head)
         if base not in METHODS:
-            raise ConfigError(f"unknown method {base!r} in {spec!r}; methods: {', '.join(METHODS)} "
-                              "(a variant is 'label=method key=value ...')")
+            close = difflib.get_close_matches(base, list(METHODS), n=1)
+            raise ConfigError(f"unknown method {base!r} in {spec!r}" + (f"; did you mean {close[0]}?" if close else "")
+                              + f" Methods: {', '.join(METHODS)} (a variant is 'label=method key=value ...')")
         if not label.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"method label {label!r} must be letters, digits, - and _ (it names a folder)")
         return cls(label, base, overrides)
