@@ -92,6 +92,25 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
     assert config.data.test_path == "demo:test.jsonl"
 
 
+def test_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    folder, elsewhere = tmp_path / "project" / "configs", tmp_path / "elsewhere"
+    (folder / "student").mkdir(parents=True)
+    elsewhere.mkdir()
+    path = folder / "c.yaml"
+    path.write_text("output_dir: out\ndata:\n  seed_path: seeds.csv\n  test_path: ../data/test.jsonl\n"
+                    "augment:\n  pool_path: hf:trec@train\nstudent:\n  model: student\nteacher:\n  model: qwen2.5-coder-0.5b-instruct\n"
+                    "quality:\n  verifier:\n    model: student\n")
+    monkeypatch.chdir(elsewhere)  # run from another directory
+    config = load_config(path)
+    assert config.data.seed_path == str(folder / "seeds.csv")
+    assert config.data.test_path == str(tmp_path / "project" / "data" / "test.jsonl")
+    assert config.student.model == config.quality.verifier.model == str(folder / "student")
+    assert config.teacher.model == "qwen2.5-coder-0.5b-instruct" and config.augment.pool_path == "hf:trec@train"
+    assert config.run_dir == elsewhere / "out" / "demo"  # outputs go where you run it
+    # A command-line override names a path from the working directory.
+    assert load_config(path, ["data.seed_path=mine.jsonl"]).data.seed_path == str(elsewhere / "mine.jsonl")
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     first_line = path.read_text().splitlines()[0]

@@ -37,7 +37,9 @@ class TaskConfig(_Section):
 class DataConfig(_Section):
     seed_path: str = Field(
         "demo:seeds.jsonl",
-        description="Seed set D0: a .jsonl or .csv path, 'demo:<file>', or 'hf:<dataset id>@<split>' (Hugging Face datasets).",
+        description="Seed set D0: a .jsonl or .csv path, 'demo:<file>', or 'hf:<dataset id>@<split>' (Hugging Face datasets). "
+        "Relative paths in a config file (data, pool, model paths) are read from the config file's folder; in a "
+        "command-line override, from the working directory.",
     )
     test_path: str | None = Field("demo:test.jsonl", description="Test set for the final evaluation (None: skip).")
     text_field: str = Field("text", description="Column holding the input text (question, prompt).")
@@ -228,7 +230,7 @@ class BudgetConfig(_Section):
 
 class Config(_Section):
     name: str = Field("demo", description="Run name: the run lives in <output_dir>/<name>/.")
-    output_dir: str = Field("runs", description="Parent folder of run directories.")
+    output_dir: str = Field("runs", description="Parent folder of run directories; relative to the working directory, even in a config file.")
     seed: int = Field(0, description="Seed for shuffling, adapter init and teacher sampling.")
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -284,6 +286,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        _relative_to_file(raw, Path(path).resolve().parent)
     for override in overrides:
         _apply_override(raw, override)
     try:
@@ -291,6 +294,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, source)) from None
     return _absolute_paths(config)
+
+
+# Input paths a config file names are read from the config file's folder, so a config runs from any directory;
+# command-line overrides and output_dir stay relative to the working directory (runs/ is made where you are).
+_FILE_PATHS = (("data", "seed_path"), ("data", "test_path"), ("augment", "pool_path"))
+_MODEL_PATHS = (("student", "model"), ("teacher", "model"), ("quality", "verifier", "model"))
+
+
+def _relative_to_file(raw: dict[str, Any], folder: Path) -> None:
+    def place(keys: tuple[str, ...], only_existing: bool) -> None:
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if not isinstance(value, str) or not value or _is_reference(value) or Path(value).expanduser().is_absolute():
+            return
+        candidate = folder / value
+        # A model may be a Hugging Face id or a bundled alias: it is a path only when the file or folder is there.
+        if not only_existing or candidate.exists():
+            node[keys[-1]] = str(candidate)
+
+    for keys in _FILE_PATHS:
+        place(keys, only_existing=False)
+    for keys in _MODEL_PATHS:
+        place(keys, only_existing=True)
+
+
+def _is_reference(value: str) -> bool:
+    """'demo:seeds.jsonl', 'hf:openai/gsm8k@train' and the like, not paths."""
+    return ":" in value.split("/")[0] and not Path(value).exists()
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -346,7 +379,7 @@ def _every_key(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _absolute_paths(config: Config) -> Config:
     def absolute(value: str | None) -> str | None:
-        if value is None or ":" in value.split("/")[0] and not Path(value).exists():
+        if value is None or _is_reference(value):
             return value  # 'demo:x', 'hf:x' and similar references stay as written
         return str(Path(value).expanduser().resolve())
 
