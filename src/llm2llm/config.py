@@ -34,6 +34,15 @@ class TaskConfig(_Section):
     )
 
 
+class ColumnsConfig(_Section):
+    """One file's column names where they differ from the seed file's (a CSV of seeds beside a JSONL test set)."""
+
+    text: str | None = Field(None, description="Column holding the input text (None: the seed file's, data.text_field).")
+    label: str | None = Field(None, description="Column holding the label or answer (None: data.label_field).")
+    choices: str | None = Field(None, description="multiple_choice: column holding the choices (None: data.choices_field).")
+    id: str | None = Field(None, description="Column with a stable example id (None: data.id_field; the pool: ids from content).")
+
+
 class DataConfig(_Section):
     seed_path: str = Field(
         "demo:seeds.jsonl",
@@ -42,10 +51,11 @@ class DataConfig(_Section):
         "command-line override, from the working directory.",
     )
     test_path: str | None = Field("demo:test.jsonl", description="Test set for the final evaluation (None: skip).")
-    text_field: str = Field("text", description="Column holding the input text (question, prompt).")
-    label_field: str = Field("label", description="Column holding the label or answer.")
+    text_field: str = Field("text", description="Column holding the input text (question, prompt); the test file's too, unless data.test_columns.text.")
+    label_field: str = Field("label", description="Column holding the label or answer; the test file's too, unless data.test_columns.label.")
     choices_field: str | None = Field(None, description="multiple_choice: column holding the list of choices.")
     id_field: str | None = Field(None, description="Column with a stable example id (None: derived from content).")
+    test_columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     hf_subset: str | None = Field(None, description="hf: sources: the dataset's configuration/subset name (e.g. 'main' for gsm8k).")
     seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
     test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
@@ -211,9 +221,10 @@ class AugmentConfig(_Section):
         "(generated ones too, which then become parents).",
     )
     pool_path: str | None = Field(
-        None, description="more_data: file of extra real examples with the seed file's columns; rows whose text is in "
-        "the seed or test set are skipped.",
+        None, description="more_data: file of extra real examples (the seed file's columns, unless augment.pool_columns); "
+        "rows whose text is in the seed or test set are skipped.",
     )
+    pool_columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     eda_alpha: float = Field(0.1, gt=0, le=0.5, description="eda: share of a sentence's words each operation changes (EDA paper: 0.1).")
     max_rounds: int = Field(
         3, ge=1, description="auggpt/one_shot: rounds of asking again for the shortfall when validation rejects replies.",
@@ -266,6 +277,13 @@ class Config(_Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+def file_columns(data: DataConfig, own: ColumnsConfig | None = None) -> dict[str, str | None]:
+    """load_examples' column arguments for one file: its own names where `own` sets them, else the seed file's."""
+    own = own or ColumnsConfig()
+    return {"text_field": own.text or data.text_field, "label_field": own.label or data.label_field,
+            "choices_field": own.choices or data.choices_field, "id_field": own.id or data.id_field}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
