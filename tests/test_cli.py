@@ -180,3 +180,20 @@ def test_models_prepare_verifies_and_converts(smollm2_dir):
     assert "GGUF verified" in result.output and "trainable copy" in result.output
     bad = invoke("models", "--prepare", "no-such-model")
     assert bad.exit_code == 2 and "neither a bundled alias" in bad.output
+
+
+def test_status_after_an_early_stop_gives_the_reason_and_marks_skipped_stages(tmp_path, data_files):
+    from llm2llm.config import load_config
+    from llm2llm.loop import run
+
+    from scripted import ScriptedStudent
+
+    seeds, test = data_files
+    config = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"output_dir={tmp_path / 'runs'}",
+                                "teacher.type=scripted:ScriptedTeacher", "loop.iterations=3"])
+    run(config, student=ScriptedStudent(set()))  # every seed right at iteration 0: nothing to augment
+    result = invoke("status", str(config.run_dir))
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0 and "finished — stopped after iteration 0: no seed example is wrong" in output
+    assert "iter 0: finetune✓ evaluate✓ select✓ test✓ generate– append–" in output
+    assert "iter 1: skipped" in output and "iter 2: skipped" in output and "·" not in output.split("✓ done")[0]

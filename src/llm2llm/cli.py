@@ -200,19 +200,27 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/
         stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
         if config.augment.method != "llm2llm":
             stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
+        finished, reason = state.get("finished"), state.get("stop_reason")
         console.print(f"[bold]{escape(str(run_dir))}[/]: {config.loop.iterations} iterations planned; "
-                      + ("[green]finished[/]" if state.get("finished") else "[yellow]not finished[/]"))
+                      + ("[green]finished[/]" if finished else "[yellow]not finished[/]")
+                      + (f" — {escape(reason)}" if reason else ""))
+        # A finished run never runs what it has not done: the last iteration does not generate, a test set is not
+        # evaluated every iteration unless asked, and an early stop ends the loop. Those stages are skipped, not pending.
         for iteration in range(config.loop.iterations):
             done = state["iterations"].get(str(iteration), {})
-            marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}·[/]" for s in stages)
+            if finished and not done:
+                console.print(f"  iter {iteration}: [dim]skipped (the loop stopped before it)[/]")
+                continue
+            marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}–[/]" if finished else f"[dim]{s}·[/]" for s in stages)
             console.print(f"  iter {iteration}: {marks}")
+        console.print("[dim]✓ done · pending – skipped[/]")
         for iteration in range(config.loop.iterations):
             estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
             if estimate is not None:
                 console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
         if report.best_line(state):
             console.print(report.best_line(state), highlight=False, markup=False)
-        if not state.get("finished"):
+        if not finished:
             console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}", markup=False)
 
     _guarded(action)
