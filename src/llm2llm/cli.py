@@ -119,6 +119,7 @@ def compare_command(
         None, "--variant", help="An extra row 'label=method key=value ...', e.g. 'no_verify=llm2llm quality.verify=false'. Repeatable.",
     ),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per method, with seed, seed+1, ..."),
+    keep_students: bool = typer.Option(False, "--keep-students", help="Keep each run's trained student (deleted by default once its repeat is done: the table needs none, and each is up to 0.5 GB)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Compare LLM2LLM with baselines and ablations on the same data (mean ± std over repeats); resumable."""
@@ -140,8 +141,9 @@ def compare_command(
 
         chosen = [comparison.Method.parse(name.strip()) for name in methods.split(",") if name.strip()]
         chosen += [comparison.Method.parse(spec) for spec in variants or []]
-        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, log=lambda line: err_console.print(line, highlight=False, markup=False))
-        table = Table(title=escape(f"{config}: {repeats} repeat(s)"), padding=(0, 1))
+        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, keep_students=keep_students,
+                                     log=lambda line: err_console.print(line, highlight=False, markup=False))
+        table = Table(title=escape(f"{config}: {summary['repeats']} repeat(s)"), padding=(0, 1))
         shown = [k for k, header in enumerate(comparison.HEADERS) if header not in ("#seed", "per repeat")]  # all in compare.md
         for k in shown:
             table.add_column(comparison.HEADERS[k], justify="left" if k == 0 else "right", no_wrap=k == 0)
@@ -187,43 +189,63 @@ def estimate(
 
 
 @app.command()
-def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
-    """Where a run stands: finished stages per iteration and what would run next."""
+def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo, or where `compare` put its runs.")) -> None:
+    """Where a run stands: finished stages per iteration and what would run next; a compare's runs, one line each."""
 
     def action() -> None:
-        from llm2llm import report
+        from llm2llm.compare import compare_runs
         from llm2llm.runstore import RunStore
 
-        store = RunStore(run_dir)
-        config = store.config()
-        state = store.state()
-        stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
-        if config.augment.method != "llm2llm":
-            stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
-        finished, reason = state.get("finished"), state.get("stop_reason")
-        console.print(f"[bold]{escape(str(run_dir))}[/]: {config.loop.iterations} iterations planned; "
-                      + ("[green]finished[/]" if finished else "[yellow]not finished[/]")
-                      + (f" — {escape(reason)}" if reason else ""))
-        # A finished run never runs what it has not done: the last iteration does not generate, a test set is not
-        # evaluated every iteration unless asked, and an early stop ends the loop. Those stages are skipped, not pending.
-        for iteration in range(config.loop.iterations):
-            done = state["iterations"].get(str(iteration), {})
-            if finished and not done:
-                console.print(f"  iter {iteration}: [dim]skipped (the loop stopped before it)[/]")
-                continue
-            marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}–[/]" if finished else f"[dim]{s}·[/]" for s in stages)
-            console.print(f"  iter {iteration}: {marks}")
-        console.print("[dim]✓ done · pending – skipped[/]")
-        for iteration in range(config.loop.iterations):
-            estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
-            if estimate is not None:
-                console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
-        if report.best_line(state):
-            console.print(report.best_line(state), highlight=False, markup=False)
-        if not finished:
-            console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}", markup=False)
+        # `compare` keeps its runs in <name>/<method>/<run>/, beside a plain `run` of the same name in <name>/.
+        runs = compare_runs(run_dir)
+        if (run_dir / "config.yaml").is_file() or not runs:
+            _print_run_status(RunStore(run_dir), run_dir)
+        if runs:
+            console.print(f"[bold]{escape(str(run_dir))}[/]: {len(runs)} `llm2llm compare` run(s), table in compare.md")
+            for store in runs:
+                state = store.state()
+                where = escape(str(store.root.relative_to(run_dir)))
+                if state.get("finished"):
+                    console.print(f"  {where}: [green]finished[/] — {escape(state.get('stop_reason') or '')}")
+                else:
+                    done = state["iterations"]
+                    last = max(done, key=int, default=None)
+                    progress = f"iteration {last}, done: {', '.join(done[last])}" if last is not None else "nothing done yet"
+                    console.print(f"  {where}: [yellow]not finished[/] ({escape(progress)})")
 
     _guarded(action)
+
+
+def _print_run_status(store, run_dir: Path) -> None:
+    from llm2llm import report
+
+    config = store.config()
+    state = store.state()
+    stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
+    if config.augment.method != "llm2llm":
+        stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
+    finished, reason = state.get("finished"), state.get("stop_reason")
+    console.print(f"[bold]{escape(str(run_dir))}[/]: {config.loop.iterations} iterations planned; "
+                  + ("[green]finished[/]" if finished else "[yellow]not finished[/]")
+                  + (f" — {escape(reason)}" if reason else ""))
+    # A finished run never runs what it has not done: the last iteration does not generate, a test set is not
+    # evaluated every iteration unless asked, and an early stop ends the loop. Those stages are skipped, not pending.
+    for iteration in range(config.loop.iterations):
+        done = state["iterations"].get(str(iteration), {})
+        if finished and not done:
+            console.print(f"  iter {iteration}: [dim]skipped (the loop stopped before it)[/]")
+            continue
+        marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}–[/]" if finished else f"[dim]{s}·[/]" for s in stages)
+        console.print(f"  iter {iteration}: {marks}")
+    console.print("[dim]✓ done · pending – skipped[/]")
+    for iteration in range(config.loop.iterations):
+        estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
+        if estimate is not None:
+            console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
+    if report.best_line(state):
+        console.print(report.best_line(state), highlight=False, markup=False)
+    if not finished:
+        console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}", markup=False)
 
 
 @app.command("report")
