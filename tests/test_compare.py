@@ -11,6 +11,7 @@ import json
 import pytest
 
 from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
+from llm2llm import report
 from llm2llm.compare import Method, compare, config_hash
 from llm2llm.config import load_config
 from llm2llm.data import read_examples, read_jsonl
@@ -164,6 +165,7 @@ def test_the_loop_takes_iteration_0_from_the_finetune_baseline(config_file):
     assert by_method["llm2llm"]["seed_accuracy"][0] == by_method["finetune"]["seed_accuracy"][0]
     store = RunStore(by_method["llm2llm"]["run_dir"])
     assert store.info(0, "finetune")["reused_from"] == finetune_dir and "reused_from" not in store.info(0, "filter")
+    assert f"Iteration 0 was taken from {finetune_dir}" in report.markdown(store)
     assert any("iteration 0 taken from" in line for line in lines)
     table = {row["method"]: row for row in summary["table"]}
     assert table["llm2llm"]["reused"] == 1 and table["finetune"]["reused"] == 0

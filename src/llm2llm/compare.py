@@ -7,7 +7,8 @@ like `llm2llm run` after a crash or Ctrl-C, and a finished run with the same con
 model or calling the teacher. Repeat k uses `seed + k`. The count-matched methods (auggpt, eda, more_data,
 one_shot) add as many examples as the same repeat's llm2llm run added, so methods meet at equal data size: the
 llm2llm row with the same extra overrides where there is one ('eda_e2=eda student.epochs=2' matches
-'llm2llm_e2=llm2llm student.epochs=2'), else the row labelled llm2llm.
+'llm2llm_e2=llm2llm student.epochs=2'), else the row labelled llm2llm. The finetune baseline runs first and the
+loops take its iteration 0 instead of training it again (reuse.py).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
     progress = _Progress(len(methods) * repeats, log)
     for repeat in range(max(repeats, previous.get("repeats", 0))):
         added: dict[str, int] = {}  # examples each llm2llm row added in this repeat
-        ran: list[RunStore] = []
+        finished: list[RunStore] = []  # this repeat's runs, whose students go once it is done
         for method in sorted(every, key=_order):  # the fine-tune first (the loops reuse it), then the loops (they set the counts)
             planned = method in methods and repeat < repeats  # else: only a finished run is reported, nothing is started
             match = _match(method, every)
@@ -133,14 +134,15 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
                     results.append({"method": method.label, "repeat": repeat, "skipped": "not run yet"})
                     continue
                 progress.finish()
-                ran.append(store)
+            if planned:
+                finished.append(store)
             result = {"method": method.label, "repeat": repeat, "seed": config.seed, "run_dir": str(config.run_dir),
                       **({"asked": count} if count else {}), **_summary(store)}
             results.append(result)
             if method.base == "llm2llm":
                 added[method.label] = result["augmented"]
         if not keep_students:
-            for store in ran:  # after the repeat, so later runs of it could take iteration 0's student from them
+            for store in finished:  # after the repeat, so later runs of it could take iteration 0's student from them
                 for iteration in store.iterations():
                     store.prune_student(iteration)
     place = {entry.get("label"): i for i, entry in enumerate(previous.get("methods", []))}  # earlier rows keep their place

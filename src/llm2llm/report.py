@@ -93,7 +93,9 @@ def markdown(store: RunStore) -> str:
     head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
     best = best_line(store.state())
     head += f"{best[0].upper() + best[1:]}.\n\n" if best else ""
-    return head + stop_line(store.state()) + "\n\n" + body + "\n\n![accuracy](accuracy.png)\n"
+    donor = store.info(0, "finetune").get("reused_from")
+    shared = f" Iteration 0 was taken from {donor} (the same seed, data and student recipe)." if donor else ""
+    return head + stop_line(store.state()) + shared + "\n\n" + body + "\n\n![accuracy](accuracy.png)\n"
 
 
 def stop_line(state: dict[str, Any]) -> str:
