@@ -23,9 +23,11 @@ from llm2llm.errors import RunStateError
 from llm2llm.runstore import RESUMABLE_CHANGES, RunStore, flatten
 
 # Keys that do not change what iteration 0 trains or how it scores the seeds and the test set: what comes after it
-# (loop length, selection, teacher, checks, budget, the llm2llm method's augment switches, continued training from
-# iteration 1 on) and where or how fast a run goes (RESUMABLE_CHANGES).
-_AFTER_ITERATION_0 = ("loop.", "select.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training")
+# (loop length, teacher, checks, budget, the llm2llm method's augment switches, continued training from iteration 1
+# on, how selection uses the predictions) and where or how fast a run goes (RESUMABLE_CHANGES). select.by stays in:
+# a confidence selection makes the evaluation record the gold answer's log-probability.
+_AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.folds",
+                      "select.confidence_quantile", "select.max_parents", "select.estimate_every_iteration")
 _IGNORED = RESUMABLE_CHANGES | {"name", "output_dir"}
 _STAGES = ("finetune", "evaluate", "test")  # iteration 0 up to its test evaluation
 _FILES = ("train.jsonl", "seed_predictions.jsonl", "test_predictions.jsonl")
@@ -68,11 +70,15 @@ def start_from_donor(config: Config, donors: Path) -> Path | None:
 
 def needs_student(config: Config, first: dict) -> bool:
     """Whether the run will still use iteration 0's weights after its seed evaluation: to test them (when the donor did
-    not), to continue training from them, or to keep them. A stage added after `evaluate` that loads the iteration-0
-    student belongs here too."""
+    not), to continue training from them, or to keep them (all of them, or the best by out-of-fold accuracy, which may
+    be iteration 0's). A stage added after `evaluate` that loads the iteration-0 student belongs here too."""
+    # It tests iteration 0 when that is its last: always for one iteration, maybe when no seed is wrong, or when
+    # another selection than the paper's finds no parent.
     tests_iteration_0 = bool(config.data.test_path) and (
-        config.loop.iterations == 1 or config.eval.test_every_iteration or first["evaluate"].get("seed_accuracy") == 1.0)
-    return ((tests_iteration_0 and "test" not in first) or config.student.keep_checkpoints == "all"
+        config.loop.iterations == 1 or config.eval.test_every_iteration or first["evaluate"].get("seed_accuracy") == 1.0
+        or config.select.by != "train_errors")
+    keeps_best = "out_of_fold" in config.select.by and config.student.keep_checkpoints != "none"
+    return ((tests_iteration_0 and "test" not in first) or config.student.keep_checkpoints == "all" or keeps_best
             or (config.student.continue_training and config.loop.iterations > 1))
 
 
