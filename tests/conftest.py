@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated model cache, the bundled SmolLM2, a tiny random 2-layer model, small data files."""
+"""Shared fixtures: an isolated model cache, the bundled SmolLM2, a tiny random 2-layer model with a tokenizer built
+here (no model package needed), small data files."""
 
 from __future__ import annotations
 
@@ -65,13 +66,47 @@ def smollm2_gguf() -> Path:
     return resolve_gguf("smollm2-135m-instruct")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, smollm2_dir) -> str:
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template: fast, real code paths."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+# SmolLM2's chat template (ChatML) without its default system prompt: the prompt structure the student code sees.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained here in about a second on the test rows and the prompts built from
+    them: any text encodes and decodes (bytes are its base alphabet), the prompts take about as many tokens as with
+    SmolLM2's tokenizer, with ChatML special tokens and template. No model package is needed, so the fast suite
+    (`make test-fast`) runs on a machine without the bundled SmolLM2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from llm2llm.config import TaskConfig
+    from llm2llm.data import Example
+    from llm2llm.tasks import build_task
+
+    examples = [Example(id=str(i), origin="seed", **row) for i, row in enumerate(SEED_ROWS + TEST_ROWS)]
+    task = build_task(TaskConfig(), examples)
+    prompts = [m["content"] for e in examples for m in task.student_messages(e) + task.teacher_messages(e, context=examples)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(prompts + LABELS, trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                      unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    wrapped.chat_template = CHAT_TEMPLATE
+    return wrapped
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer Llama with a tiny ChatML tokenizer: fast, real code paths, no model package."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

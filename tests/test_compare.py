@@ -11,11 +11,13 @@ import json
 import pytest
 
 from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
+from llm2llm import report
 from llm2llm.compare import Method, compare, config_hash
 from llm2llm.config import load_config
 from llm2llm.data import read_examples, read_jsonl
 from llm2llm.errors import ConfigError
 from llm2llm.loop import run
+from llm2llm.runstore import RunStore
 from llm2llm.tasks import normalize
 
 from scripted import ScriptedStudent, ScriptedTeacher
@@ -114,7 +116,8 @@ def test_compare_matches_counts_and_reuses_finished_runs(config_file):
 
 def test_count_matched_methods_are_skipped_when_the_loop_adds_nothing(config_file):
     summary = compare(config_file, [], [Method.parse("finetune"), Method.parse("eda")], 1, Runner(wrong=()))
-    assert [r["method"] for r in summary["runs"]] == ["llm2llm", "finetune", "eda"]  # llm2llm added for the count
+    # llm2llm added for the count; the fine-tune runs first, so that the loop can take its iteration 0
+    assert [r["method"] for r in summary["runs"]] == ["finetune", "llm2llm", "eda"]
     assert _runs(summary, "eda")[0]["skipped"] == "llm2llm added no examples"
     assert {row["method"]: row["runs"] for row in summary["table"]}["eda"] == 0
 
@@ -128,7 +131,110 @@ def test_a_count_matched_variant_matches_the_loop_with_its_overrides(config_file
     assert added["few"] < added["llm2llm"]
     assert added["eda_few"] == added["few"] and added["eda"] == added["llm2llm"]
     alone = compare(config_file, [], methods[:2], 1, lambda config: None)  # nothing needs the plain loop here
-    assert [r["method"] for r in alone["runs"]] == ["few", "eda_few"]
+    assert [m["label"] for m in alone["methods"] if not m.get("carried")] == ["few", "eda_few"]
+    assert [m["label"] for m in alone["methods"] if m.get("carried")] == ["llm2llm", "eda"]  # the earlier rows stay
+
+
+class CountingStudent(ScriptedStudent):
+    trained: list = []
+
+    def train(self, pairs, out_dir, advance=None, init_from=None):
+        CountingStudent.trained.append(out_dir)
+        return super().train(pairs, out_dir, advance, init_from)
+
+
+class CountingRunner(Runner):
+    def __call__(self, config):
+        self.configs.append(config)
+        return run(config, student=CountingStudent(self.wrong))
+
+
+def test_the_loop_takes_iteration_0_from_the_finetune_baseline(config_file):
+    CountingStudent.trained = []
+    lines = []
+    methods = [Method.parse(m) for m in ("finetune", "llm2llm", "e2=llm2llm student.epochs=2", "one_shot")]
+    summary = compare(config_file, [], methods, 1, CountingRunner(), log=lines.append)
+    by_method = {r["method"]: r for r in summary["runs"]}
+    finetune_dir = by_method["finetune"]["run_dir"]
+    # finetune trains once; llm2llm and one_shot only their later iterations; e2 (another recipe) all of its own.
+    assert len(CountingStudent.trained) == 1 + 2 + 3 + 1
+    assert by_method["llm2llm"]["reused_from"] == by_method["one_shot"]["reused_from"] == finetune_dir
+    assert by_method["e2"]["reused_from"] is None and by_method["finetune"]["reused_from"] is None
+    # The shared iteration 0 has the baseline's test accuracy too (llm2llm alone would not test it here).
+    assert by_method["llm2llm"]["test_by_iteration"][0] == by_method["finetune"]["test_accuracy"]
+    assert by_method["llm2llm"]["seed_accuracy"][0] == by_method["finetune"]["seed_accuracy"][0]
+    store = RunStore(by_method["llm2llm"]["run_dir"])
+    assert store.info(0, "finetune")["reused_from"] == finetune_dir and "reused_from" not in store.info(0, "filter")
+    assert f"Iteration 0 was taken from {finetune_dir}" in report.markdown(store)
+    assert any("iteration 0 taken from" in line for line in lines)
+    table = {row["method"]: row for row in summary["table"]}
+    assert table["llm2llm"]["reused"] == 1 and table["finetune"]["reused"] == 0
+    # The shared stages are counted once in the comparison's total.
+    assert table["llm2llm"]["minutes"] <= table["llm2llm"]["minutes_per_run"]
+    text = (config_file.parent / "runs" / "cmp" / "compare.md").read_text()
+    assert "min/run" in text and "trained once and shared: llm2llm (1 of 1 runs)" in text
+    # "run k of N" with an estimate of the time left.
+    assert [line.split(":")[0] for line in lines if line.startswith("run ")] == [f"run {k} of 4" for k in range(1, 5)]
+    assert any("min left for the other 3 run(s)" in line for line in lines)
+
+
+def test_a_finished_loop_gives_a_later_finetune_baseline_its_iteration_0(config_file):
+    CountingStudent.trained = []
+    tested = ["eval.test_every_iteration=true"]  # iteration 0's test accuracy is there to take
+    compare(config_file, tested, [Method.parse("llm2llm")], 1, CountingRunner())
+    assert len(CountingStudent.trained) == 3
+    summary = compare(config_file, tested, [Method.parse("finetune")], 1, CountingRunner())
+    assert len(CountingStudent.trained) == 3  # nothing trained for the baseline
+    by_method = {r["method"]: r for r in summary["runs"]}
+    assert by_method["finetune"]["test_accuracy"] == by_method["llm2llm"]["test_by_iteration"][0]
+    assert by_method["finetune"]["reused_from"] == by_method["llm2llm"]["run_dir"]
+    # Without iteration 0's test (and with its student gone), a baseline added later trains its own.
+    compare(config_file, ["name=other"], [Method.parse("llm2llm")], 1, CountingRunner())
+    compare(config_file, ["name=other"], [Method.parse("finetune")], 1, CountingRunner())
+    assert len(CountingStudent.trained) == 3 + 3 + 1
+
+
+def test_compare_with_some_methods_keeps_the_other_finished_rows(config_file):
+    runner = Runner()
+    compare(config_file, [], [Method.parse("finetune"), Method.parse("llm2llm")], 1, runner)
+    later = Runner()
+    summary = compare(config_file, [], [Method.parse("eda")], 1, later)
+    assert [c.augment.method for c in later.configs] == ["eda"]  # only the new method ran
+    assert [row["method"] for row in summary["table"]] == ["finetune", "llm2llm", "eda"]
+    text = (config_file.parent / "runs" / "cmp" / "compare.md").read_text()
+    assert "| finetune |" in text and "| llm2llm |" in text and "| eda |" in text
+
+
+def test_students_are_deleted_after_a_repeat_unless_kept(config_file):
+    root = config_file.parent / "runs" / "cmp"
+    compare(config_file, [], [Method.parse("finetune"), Method.parse("llm2llm")], 1, Runner())
+    assert not list(root.glob("*/*/iter_*/student"))
+    compare(config_file, ["name=kept"], [Method.parse("finetune")], 1, Runner(), keep_students=True)
+    assert list((config_file.parent / "runs" / "kept").glob("*/*/iter_*/student"))
+
+
+def test_a_count_matched_run_short_of_examples_is_flagged():
+    from llm2llm.compare import cells, markdown, plot, table_rows
+
+    results = [{"method": "auggpt", "repeat": k, "seeds": 9, "augmented": got, "asked": 3, "test_accuracy": 0.9,
+                "teacher_requests": 6, "minutes": 1.0} for k, got in enumerate((1, 3))]
+    [row] = table_rows(results, ["auggpt"])
+    assert row["short"] == 1 and row["asked"] == 3 and cells(row)[2] == "2 (short: asked 3)"
+    summary = {"repeats": 2, "table": [row], "methods": [{"label": "auggpt", "overrides": []}]}
+    assert "**Short of examples**: auggpt got 2 of 3 on average (1 of 2 runs short)" in markdown(summary, load_config(None))
+
+
+def test_status_lists_the_runs_of_a_compare(config_file):
+    from typer.testing import CliRunner
+
+    from llm2llm.cli import app
+
+    compare(config_file, [], [Method.parse("finetune")], 1, Runner())
+    root = config_file.parent / "runs" / "cmp"
+    result = CliRunner().invoke(app, ["status", str(root)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "1 `llm2llm compare` run(s)" in output and "finetune/r0-" in output and "finished — completed 1 iterations" in output
 
 
 def test_a_report_of_finished_runs_starts_none(config_file):
@@ -143,7 +249,7 @@ def test_a_report_of_finished_runs_starts_none(config_file):
 def test_method_specs_and_config_hash(config_file):
     variant = Method.parse("no_verify=llm2llm quality.verify=false")
     assert (variant.label, variant.base, variant.overrides) == ("no_verify", "llm2llm", ["quality.verify=false"])
-    with pytest.raises(ConfigError, match="unknown method 'edda'"):
+    with pytest.raises(ConfigError, match="unknown method 'edda' in 'edda'; did you mean eda?"):
         Method.parse("edda")
     with pytest.raises(ConfigError, match="labels repeat"):
         compare(config_file, [], [Method.parse("eda"), Method.parse("eda")], 1, Runner())

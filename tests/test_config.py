@@ -44,6 +44,32 @@ def test_bad_overrides_name_the_key(overrides, expected):
         load_config(None, overrides)
 
 
+@pytest.mark.parametrize("override, suggestion", [
+    ("student.lerning_rate=0.1", "student.learning_rate"),  # a typo
+    ("student.iterations=3", "loop.iterations"),  # the right name in the wrong section
+    ("iterations=3", "loop.iterations"),
+    ("student.lorra.r=4", "student.lora"),  # a section
+    ("quality.verifier.modle=x", "quality.verifier.model"),  # inside an optional section
+])
+def test_an_unknown_key_suggests_the_closest_real_one(override, suggestion):
+    with pytest.raises(ConfigError, match=re.escape(f"unknown key; did you mean {suggestion}?")):
+        load_config(None, [override])
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(ConfigError, match=r"loop\.foo: unknown key \("):
+        load_config(None, ["loop.foo=1"])
+
+
+def test_key_reference_marks_what_a_config_changes(tmp_path):
+    from llm2llm.config import key_reference
+
+    path = tmp_path / "c.yaml"
+    path.write_text("student:\n  finetune: full\n")
+    changed = {key: value for key, _, value, _ in key_reference(load_config(path, ["loop.iterations=4"])) if value is not None}
+    assert changed == {"student.finetune": "'full'", "loop.iterations": "4"}
+
+
 def test_bad_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nstudent:\n  model: [unclosed\n")
@@ -64,6 +90,25 @@ def test_relative_data_paths_become_absolute(tmp_path, monkeypatch):
     assert config.data.seed_path == str(tmp_path / "seeds.jsonl")
     assert config.run_dir == tmp_path / "out" / "demo"
     assert config.data.test_path == "demo:test.jsonl"
+
+
+def test_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    folder, elsewhere = tmp_path / "project" / "configs", tmp_path / "elsewhere"
+    (folder / "student").mkdir(parents=True)
+    elsewhere.mkdir()
+    path = folder / "c.yaml"
+    path.write_text("output_dir: out\ndata:\n  seed_path: seeds.csv\n  test_path: ../data/test.jsonl\n"
+                    "augment:\n  pool_path: hf:trec@train\nstudent:\n  model: student\nteacher:\n  model: qwen2.5-coder-0.5b-instruct\n"
+                    "quality:\n  verifier:\n    model: student\n")
+    monkeypatch.chdir(elsewhere)  # run from another directory
+    config = load_config(path)
+    assert config.data.seed_path == str(folder / "seeds.csv")
+    assert config.data.test_path == str(tmp_path / "project" / "data" / "test.jsonl")
+    assert config.student.model == config.quality.verifier.model == str(folder / "student")
+    assert config.teacher.model == "qwen2.5-coder-0.5b-instruct" and config.augment.pool_path == "hf:trec@train"
+    assert config.run_dir == elsewhere / "out" / "demo"  # outputs go where you run it
+    # A command-line override names a path from the working directory.
+    assert load_config(path, ["data.seed_path=mine.jsonl"]).data.seed_path == str(elsewhere / "mine.jsonl")
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -72,3 +72,35 @@ def test_bundled_demo_data():
     assert len(seeds) == 30 and len(test) == 150
     assert {e.label for e in seeds} == {e.label for e in test}
     assert not {e.text for e in seeds} & {e.text for e in test}
+
+
+def test_each_file_has_its_own_columns_and_errors_name_that_files_key(tmp_path):
+    """A CSV of seeds with its own column names beside a JSONL test set with others (and a pool with a third)."""
+    import csv
+
+    from llm2llm.augment.baselines import pool_examples
+    from llm2llm.config import load_config
+    from llm2llm.loop import load_data
+
+    seeds = tmp_path / "seeds.csv"
+    with open(seeds, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["report", "category"])
+        writer.writerows([row["text"], row["label"]] for row in SEED_ROWS)
+    test = write_jsonl(tmp_path / "test.jsonl", [{"text": "Why did my bill go up?", "label": "billing"}])
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"question": "The van never came", "answer": "shipping"}])
+    seed_columns = [f"data.seed_path={seeds}", f"data.test_path={test}", "data.text_field=report", "data.label_field=category"]
+
+    with pytest.raises(DataError, match=r"test\.jsonl:1: missing field 'report'.*Set data\.test_columns\.text to the column"):
+        load_data(load_config(None, seed_columns))
+    config = load_config(None, [*seed_columns, "data.test_columns.text=text", "data.test_columns.label=label"])
+    loaded_seeds, loaded_test, _ = load_data(config)
+    assert loaded_seeds[0].text == SEED_ROWS[0]["text"] and loaded_seeds[0].label == SEED_ROWS[0]["label"]
+    assert [(e.text, e.label) for e in loaded_test] == [("Why did my bill go up?", "billing")]
+
+    more = load_config(None, [*seed_columns, "data.test_columns.text=text", "data.test_columns.label=label", f"augment.pool_path={pool}",
+                              "augment.method=more_data", "augment.count=1", "loop.iterations=1"])
+    with pytest.raises(DataError, match=r"Set augment\.pool_columns\.text"):
+        pool_examples(more, loaded_seeds, loaded_test)
+    more.augment.pool_columns.text, more.augment.pool_columns.label = "question", "answer"
+    assert [(e.text, e.label, e.origin) for e in pool_examples(more, loaded_seeds, loaded_test)] == [("The van never came", "shipping", "pool")]

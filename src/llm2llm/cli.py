@@ -15,6 +15,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llm2llm.errors import Llm2llmError
 
@@ -47,8 +48,8 @@ def _guarded(action: Callable[[], None], log_dir: Path | None = None) -> None:
         directory = log_dir if log_dir and log_dir.is_dir() else Path(tempfile.gettempdir())
         log = directory / "error.log"
         log.write_text(traceback.format_exc(), encoding="utf-8")
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        err_console.print(f"The full traceback is in {log}; please include it in a bug report.")
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        err_console.print(f"The full traceback is in {log}; please include it in a bug report.", markup=False)
         raise typer.Exit(1) from None
 
 
@@ -71,11 +72,13 @@ def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: 
 
     def action() -> None:
         ui = SilentUI() if quiet else RichUI(err_console)
-        err_console.print(f"[bold]llm2llm[/] run [cyan]{config.run_dir}[/]")
+        # User-facing strings (paths, names, labels, install hints) may hold [brackets]: escaped wherever rich
+        # prints with markup, or rich takes them for tags and drops them.
+        err_console.print(f"[bold]llm2llm[/] run [cyan]{escape(str(config.run_dir))}[/]")
         store = run(config, force=force, ui=ui)
         console.print(report.table(store))
         for path in report.write(store):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", markup=False)
 
     _guarded(action, config.run_dir)
 
@@ -116,6 +119,7 @@ def compare_command(
         None, "--variant", help="An extra row 'label=method key=value ...', e.g. 'no_verify=llm2llm quality.verify=false'. Repeatable.",
     ),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per method, with seed, seed+1, ..."),
+    keep_students: bool = typer.Option(False, "--keep-students", help="Keep each run's trained student (deleted by default once its repeat is done: the table needs none, and each is up to 0.5 GB)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Compare LLM2LLM with baselines and ablations on the same data (mean ± std over repeats); resumable."""
@@ -137,17 +141,18 @@ def compare_command(
 
         chosen = [comparison.Method.parse(name.strip()) for name in methods.split(",") if name.strip()]
         chosen += [comparison.Method.parse(spec) for spec in variants or []]
-        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, log=lambda line: err_console.print(line, highlight=False))
-        table = Table(title=f"{config}: {repeats} repeat(s)", padding=(0, 1))
+        summary = comparison.compare(config, overrides or [], chosen, repeats, run_one, keep_students=keep_students,
+                                     log=lambda line: err_console.print(line, highlight=False, markup=False))
+        table = Table(title=escape(f"{config}: {summary['repeats']} repeat(s)"), padding=(0, 1))
         shown = [k for k, header in enumerate(comparison.HEADERS) if header not in ("#seed", "per repeat")]  # all in compare.md
         for k in shown:
             table.add_column(comparison.HEADERS[k], justify="left" if k == 0 else "right", no_wrap=k == 0)
         for row in summary["table"]:
             cells = comparison.cells(row)
-            table.add_row(*(cells[k] for k in shown))
+            table.add_row(*(escape(cells[k]) for k in shown))
         console.print(table)
         root = Path(summary["root"])
-        console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}")
+        console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}", markup=False)
 
     _guarded(action)
 
@@ -167,7 +172,7 @@ def estimate(
 
         settings = load_config(config, overrides or [])
         result = forecast(settings)
-        table = Table(title=f"{settings.name}: {result['seeds']} seeds · {result['generating_iterations']} generating iterations")
+        table = Table(title=escape(f"{settings.name}: {result['seeds']} seeds · {result['generating_iterations']} generating iterations"))
         for header in ("", "requests", "prompt tokens", "completion tokens"):
             table.add_column(header, justify="right")
         for part in ("generate", "verify"):
@@ -178,41 +183,69 @@ def estimate(
         budget = settings.budget
         if budget.max_teacher_tokens is not None or budget.max_cost is not None:
             console.print(f"budget: max_teacher_tokens={budget.max_teacher_tokens}, max_cost={budget.max_cost}")
-        console.print(f"[dim]Assumes {result['assumption']}.[/]")
+        console.print(f"[dim]Assumes {escape(result['assumption'])}.[/]")
 
     _guarded(action)
 
 
 @app.command()
-def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
-    """Where a run stands: finished stages per iteration and what would run next."""
+def status(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo, or where `compare` put its runs.")) -> None:
+    """Where a run stands: finished stages per iteration and what would run next; a compare's runs, one line each."""
 
     def action() -> None:
-        from llm2llm import report
+        from llm2llm.compare import compare_runs
         from llm2llm.runstore import RunStore
 
-        store = RunStore(run_dir)
-        config = store.config()
-        state = store.state()
-        stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
-        if config.augment.method != "llm2llm":
-            stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
-        console.print(f"[bold]{run_dir}[/]: {config.loop.iterations} iterations planned; "
-                      + ("[green]finished[/]" if state.get("finished") else "[yellow]not finished[/]"))
-        for iteration in range(config.loop.iterations):
-            done = state["iterations"].get(str(iteration), {})
-            marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}·[/]" for s in stages)
-            console.print(f"  iter {iteration}: {marks}")
-        for iteration in range(config.loop.iterations):
-            estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
-            if estimate is not None:
-                console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
-        if report.best_line(state):
-            console.print(report.best_line(state), highlight=False, markup=False)
-        if not state.get("finished"):
-            console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}")
+        # `compare` keeps its runs in <name>/<method>/<run>/, beside a plain `run` of the same name in <name>/.
+        runs = compare_runs(run_dir)
+        if (run_dir / "config.yaml").is_file() or not runs:
+            _print_run_status(RunStore(run_dir), run_dir)
+        if runs:
+            console.print(f"[bold]{escape(str(run_dir))}[/]: {len(runs)} `llm2llm compare` run(s), table in compare.md")
+            for store in runs:
+                state = store.state()
+                where = escape(str(store.root.relative_to(run_dir)))
+                if state.get("finished"):
+                    console.print(f"  {where}: [green]finished[/] — {escape(state.get('stop_reason') or '')}")
+                else:
+                    done = state["iterations"]
+                    last = max(done, key=int, default=None)
+                    progress = f"iteration {last}, done: {', '.join(done[last])}" if last is not None else "nothing done yet"
+                    console.print(f"  {where}: [yellow]not finished[/] ({escape(progress)})")
 
     _guarded(action)
+
+
+def _print_run_status(store, run_dir: Path) -> None:
+    from llm2llm import report
+
+    config = store.config()
+    state = store.state()
+    stages = ["finetune", "evaluate", "select", "test", "generate", "append"]
+    if config.augment.method != "llm2llm":
+        stages = ["augment", "finetune", "evaluate", "test"]  # a baseline: its examples, then one fine-tune
+    finished, reason = state.get("finished"), state.get("stop_reason")
+    console.print(f"[bold]{escape(str(run_dir))}[/]: {config.loop.iterations} iterations planned; "
+                  + ("[green]finished[/]" if finished else "[yellow]not finished[/]")
+                  + (f" — {escape(reason)}" if reason else ""))
+    # A finished run never runs what it has not done: the last iteration does not generate, a test set is not
+    # evaluated every iteration unless asked, and an early stop ends the loop. Those stages are skipped, not pending.
+    for iteration in range(config.loop.iterations):
+        done = state["iterations"].get(str(iteration), {})
+        if finished and not done:
+            console.print(f"  iter {iteration}: [dim]skipped (the loop stopped before it)[/]")
+            continue
+        marks = " ".join(f"[green]{s}✓[/]" if s in done else f"[dim]{s}–[/]" if finished else f"[dim]{s}·[/]" for s in stages)
+        console.print(f"  iter {iteration}: {marks}")
+    console.print("[dim]✓ done · pending – skipped[/]")
+    for iteration in range(config.loop.iterations):
+        estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
+        if estimate is not None:
+            console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
+    if report.best_line(state):
+        console.print(report.best_line(state), highlight=False, markup=False)
+    if not finished:
+        console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}", markup=False)
 
 
 @app.command("report")
@@ -226,28 +259,40 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.
         store = RunStore(run_dir)
         console.print(report.table(store))
         for path in report.write(store):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", markup=False)
 
     _guarded(action)
 
 
 @app.command("config")
 def config_command(
-    config: Optional[Path] = typer.Argument(None, help="YAML config (default: the embedded demo)."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config (none: the built-in defaults, which the shipped configs change; see --keys)."),
     overrides: Optional[List[str]] = OVERRIDES,
-    keys: bool = typer.Option(False, "--keys", help="List every key with its default and meaning."),
+    keys: bool = typer.Option(False, "--keys", help="List every key with its default and meaning, marking what the config (or else the demo) sets instead."),
 ) -> None:
     """Print the resolved config (file + overrides), or the reference of all keys."""
 
     def action() -> None:
-        from llm2llm.config import config_keys, config_to_yaml, load_config
+        from importlib import resources
+
+        from llm2llm.config import config_to_yaml, key_reference, load_config
 
         nonlocal config, overrides
         if config is not None and "=" in config.name and not config.exists():
             overrides, config = [str(config), *(overrides or [])], None  # `llm2llm config key=value` with no file
         if keys:
-            for key, default, description in config_keys():
-                console.print(f"[cyan]{key}[/] = {default}\n    {description}", highlight=False)
+            # The defaults are what a key is when nothing sets it; every shipped config changes some of them
+            # (the demo: full fine-tune, 3 iterations), so the reference marks what the user will actually get.
+            if config is None and not overrides:
+                shown, source = Path(str(resources.files("llm2llm") / "demo_data" / "demo.yaml")), "llm2llm demo"
+            else:
+                shown, source = config, " ".join([str(config)] * (config is not None) + list(overrides or []))
+            console.print(f"Every key = its default (what you get when neither your config file nor a key=value override "
+                          f"sets it). [yellow]Marked[/]: what {escape(source)} sets instead. "
+                          "`llm2llm config YOUR.yaml --keys` marks what yours sets.\n", highlight=False)
+            for key, default, value, description in key_reference(load_config(shown, overrides or [])):
+                mark = f"   [yellow]{escape(source)}: {escape(value)}[/]" if value is not None else ""
+                console.print(f"[cyan]{key}[/] = {escape(default)}{mark}\n    {escape(description)}", highlight=False)
             return
         console.print(config_to_yaml(load_config(config, overrides or [])), highlight=False, markup=False)
 
@@ -265,14 +310,14 @@ def models(prepare: Optional[str] = typer.Option(None, "--prepare", help="Verify
 
         if prepare:
             path = resolve_gguf(prepare)
-            console.print(f"{prepare}: GGUF verified at {path}")
+            console.print(f"{prepare}: GGUF verified at {path}", markup=False)
             if prepare == "smollm2-135m-instruct":
-                console.print(f"{prepare}: trainable copy at {resolve_hf(prepare)}")
+                console.print(f"{prepare}: trainable copy at {resolve_hf(prepare)}", markup=False)
             return
         for alias, bundled in BUNDLED.items():
             installed = all(importlib.util.find_spec(p) is not None for p in bundled.packages)
-            state = "[green]installed[/]" if installed else f"[yellow]missing[/] ({bundled.install})"
-            console.print(f"[cyan]{alias}[/]: {bundled.note} — {state}")
+            state = "[green]installed[/]" if installed else f"[yellow]missing[/] ({escape(bundled.install)})"
+            console.print(f"[cyan]{alias}[/]: {escape(bundled.note)} — {state}")
 
     _guarded(action)
 

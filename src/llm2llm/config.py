@@ -6,8 +6,9 @@ locally, and the bundled support-ticket data. `llm2llm demo` runs configs/demo.y
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,16 +34,28 @@ class TaskConfig(_Section):
     )
 
 
+class ColumnsConfig(_Section):
+    """One file's column names where they differ from the seed file's (a CSV of seeds beside a JSONL test set)."""
+
+    text: str | None = Field(None, description="Column holding the input text (None: the seed file's, data.text_field).")
+    label: str | None = Field(None, description="Column holding the label or answer (None: data.label_field).")
+    choices: str | None = Field(None, description="multiple_choice: column holding the choices (None: data.choices_field).")
+    id: str | None = Field(None, description="Column with a stable example id (None: data.id_field; the pool: ids from content).")
+
+
 class DataConfig(_Section):
     seed_path: str = Field(
         "demo:seeds.jsonl",
-        description="Seed set D0: a .jsonl or .csv path, 'demo:<file>', or 'hf:<dataset id>@<split>' (Hugging Face datasets).",
+        description="Seed set D0: a .jsonl or .csv path, 'demo:<file>', or 'hf:<dataset id>@<split>' (Hugging Face datasets). "
+        "Relative paths in a config file (data, pool, model paths) are read from the config file's folder; in a "
+        "command-line override, from the working directory.",
     )
     test_path: str | None = Field("demo:test.jsonl", description="Test set for the final evaluation (None: skip).")
-    text_field: str = Field("text", description="Column holding the input text (question, prompt).")
-    label_field: str = Field("label", description="Column holding the label or answer.")
+    text_field: str = Field("text", description="Column holding the input text (question, prompt); the test file's too, unless data.test_columns.text.")
+    label_field: str = Field("label", description="Column holding the label or answer; the test file's too, unless data.test_columns.label.")
     choices_field: str | None = Field(None, description="multiple_choice: column holding the list of choices.")
     id_field: str | None = Field(None, description="Column with a stable example id (None: derived from content).")
+    test_columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     hf_subset: str | None = Field(None, description="hf: sources: the dataset's configuration/subset name (e.g. 'main' for gsm8k).")
     seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
     test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
@@ -208,9 +221,10 @@ class AugmentConfig(_Section):
         "(generated ones too, which then become parents).",
     )
     pool_path: str | None = Field(
-        None, description="more_data: file of extra real examples with the seed file's columns; rows whose text is in "
-        "the seed or test set are skipped.",
+        None, description="more_data: file of extra real examples (the seed file's columns, unless augment.pool_columns); "
+        "rows whose text is in the seed or test set are skipped.",
     )
+    pool_columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     eda_alpha: float = Field(0.1, gt=0, le=0.5, description="eda: share of a sentence's words each operation changes (EDA paper: 0.1).")
     max_rounds: int = Field(
         3, ge=1, description="auggpt/one_shot: rounds of asking again for the shortfall when validation rejects replies.",
@@ -227,7 +241,7 @@ class BudgetConfig(_Section):
 
 class Config(_Section):
     name: str = Field("demo", description="Run name: the run lives in <output_dir>/<name>/.")
-    output_dir: str = Field("runs", description="Parent folder of run directories.")
+    output_dir: str = Field("runs", description="Parent folder of run directories; relative to the working directory, even in a config file.")
     seed: int = Field(0, description="Seed for shuffling, adapter init and teacher sampling.")
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -265,6 +279,13 @@ class Config(_Section):
         return Path(self.output_dir) / self.name
 
 
+def file_columns(data: DataConfig, own: ColumnsConfig | None = None) -> dict[str, str | None]:
+    """load_examples' column arguments for one file: its own names where `own` sets them, else the seed file's."""
+    own = own or ColumnsConfig()
+    return {"text_field": own.text or data.text_field, "label_field": own.label or data.label_field,
+            "choices_field": own.choices or data.choices_field, "id_field": own.id or data.id_field}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read YAML (or start from the defaults), apply `a.b=value` overrides, validate, make paths absolute."""
     raw: dict[str, Any] = {}
@@ -283,6 +304,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        _relative_to_file(raw, Path(path).resolve().parent)
     for override in overrides:
         _apply_override(raw, override)
     try:
@@ -290,6 +312,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, source)) from None
     return _absolute_paths(config)
+
+
+# Input paths a config file names are read from the config file's folder, so a config runs from any directory;
+# command-line overrides and output_dir stay relative to the working directory (runs/ is made where you are).
+_FILE_PATHS = (("data", "seed_path"), ("data", "test_path"), ("augment", "pool_path"))
+_MODEL_PATHS = (("student", "model"), ("teacher", "model"), ("quality", "verifier", "model"))
+
+
+def _relative_to_file(raw: dict[str, Any], folder: Path) -> None:
+    def place(keys: tuple[str, ...], only_existing: bool) -> None:
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if not isinstance(value, str) or not value or _is_reference(value) or Path(value).expanduser().is_absolute():
+            return
+        candidate = folder / value
+        # A model may be a Hugging Face id or a bundled alias: it is a path only when the file or folder is there.
+        if not only_existing or candidate.exists():
+            node[keys[-1]] = str(candidate)
+
+    for keys in _FILE_PATHS:
+        place(keys, only_existing=False)
+    for keys in _MODEL_PATHS:
+        place(keys, only_existing=True)
+
+
+def _is_reference(value: str) -> bool:
+    """'demo:seeds.jsonl', 'hf:openai/gsm8k@train' and the like, not paths."""
+    return ":" in value.split("/")[0] and not Path(value).exists()
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -314,15 +366,38 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
         if not key:  # a rule across keys (model validator)
             lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
         elif error["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; `llm2llm config --keys` lists them)")
+            lines.append(f"  {key}: unknown key{_did_you_mean(key)} (`llm2llm config --keys` lists them)")
         else:
             lines.append(f"  {key}: {error['msg']} (got {error.get('input')!r})")
     return "\n".join(lines)
 
 
+def _did_you_mean(key: str) -> str:
+    """'; did you mean student.learning_rate?' for the closest real key or section: the same name in another
+    section first ('student.iterations' -> loop.iterations), then a close spelling of the whole key, then of its name."""
+    known = _every_key(Config)
+    known += sorted({name.rpartition(".")[0] for name in known} - {""})  # sections: 'student.lorra' -> student.lora
+    leaf = key.rpartition(".")[2]
+    by_leaf: dict[str, list[str]] = {}
+    for name in known:
+        by_leaf.setdefault(name.rpartition(".")[2], []).append(name)
+    close = by_leaf.get(leaf) or difflib.get_close_matches(key, known, n=1, cutoff=0.75) or [
+        name for match in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8) for name in by_leaf[match]]
+    return f"; did you mean {' or '.join(close[:2])}?" if close else ""
+
+
+def _every_key(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted names of every field, inside optional sections too (quality.verifier.model)."""
+    names = []
+    for name, field in model.model_fields.items():
+        sections = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
+        names += _every_key(sections[0], f"{prefix}{name}.") if sections else [f"{prefix}{name}"]
+    return names
+
+
 def _absolute_paths(config: Config) -> Config:
     def absolute(value: str | None) -> str | None:
-        if value is None or ":" in value.split("/")[0] and not Path(value).exists():
+        if value is None or _is_reference(value):
             return value  # 'demo:x', 'hf:x' and similar references stay as written
         return str(Path(value).expanduser().resolve())
 
@@ -349,4 +424,17 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple
             rows.extend(config_keys(annotation, f"{prefix}{name}."))
         else:
             rows.append((f"{prefix}{name}", repr(field.get_default(call_default_factory=True)), field.description or ""))
+    return rows
+
+
+def key_reference(config: Config) -> list[tuple[str, str, str | None, str]]:
+    """(dotted key, default, `config`'s value where it differs from the default, description) for every field:
+    what `llm2llm config --keys` shows, so a user sees which defaults their config (or the demo) replaces."""
+    defaults = load_config()  # resolved like `config` (paths made absolute), so only real differences show
+    rows = []
+    for key, default, description in config_keys():
+        value, default_value = config, defaults
+        for part in key.split("."):
+            value, default_value = getattr(value, part), getattr(default_value, part)
+        rows.append((key, default, None if value == default_value else repr(value), description))
     return rows

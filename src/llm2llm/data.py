@@ -42,6 +42,13 @@ class Example(BaseModel):
 
 
 _PATH_KEYS = {"seed": "data.seed_path", "test": "data.test_path", "pool": "augment.pool_path"}
+# Each file has its own column names (a CSV of seeds, a JSONL test set): the key an error should point at.
+_COLUMN_KEYS = {"seed": "data.{role}_field", "test": "data.test_columns.{role}", "pool": "augment.pool_columns.{role}"}
+
+
+def column_key(origin: str, role: str) -> str:
+    """The config key that names `origin`'s column for `role` (text, label, choices, id)."""
+    return _COLUMN_KEYS.get(origin, _COLUMN_KEYS["seed"]).format(role=role)
 
 
 def content_hash(*parts: Any, length: int = 12) -> str:
@@ -75,7 +82,7 @@ def load_examples(
                 found = ", ".join(sorted(row)) or "none"
                 raise DataError(
                     f"{where}: missing field {column!r} (fields found: {found}). "
-                    f"Set data.{role}_field to the column that holds the {role}."
+                    f"Set {column_key(origin, role)} to the column of this file that holds the {role}."
                 )
             value = row[column]
             if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from llm2llm.augment.baselines import baseline_examples
-from llm2llm.config import Config
+from llm2llm.config import Config, file_columns
 from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
 from llm2llm.errors import BudgetReached, ConfigError, RunStateError
@@ -61,10 +61,9 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
 def load_data(config: Config) -> tuple[list[Example], list[Example], Task]:
     """The seed set, the test set and the task built from them, all validated."""
     data = config.data
-    columns = {"text_field": data.text_field, "label_field": data.label_field, "choices_field": data.choices_field, "id_field": data.id_field,
-               "hf_subset": data.hf_subset}
-    seeds = load_examples(data.seed_path, **columns, origin="seed", limit=data.seed_limit)
-    test = load_examples(data.test_path, **columns, origin="test", limit=data.test_limit) if data.test_path else []
+    seeds = load_examples(data.seed_path, **file_columns(data), hf_subset=data.hf_subset, origin="seed", limit=data.seed_limit)
+    test = load_examples(data.test_path, **file_columns(data, data.test_columns), hf_subset=data.hf_subset, origin="test",
+                         limit=data.test_limit) if data.test_path else []
     task = build_task(config.task, seeds)
     task.validate(test)
     return seeds, test, task

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -28,7 +29,7 @@ class RichUI:
     def stage(self, title: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(title, total=total)
+            task_id = progress.add_task(escape(title), total=total)  # the title column renders markup
             yield lambda n: progress.advance(task_id, n)
 
     def log(self, message: str) -> None:

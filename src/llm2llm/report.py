@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
+from llm2llm import markdown as tables
 from llm2llm.runstore import RunStore
 
 # (header, metrics key): the terminal table stays within 80 columns; report.md adds the wide ones.
@@ -75,23 +77,33 @@ def table(store: RunStore) -> Table:
     caption = (state.get("stop_reason") or "in progress") + (f"\n{best_line(state)}" if best_line(state) else "") + (
         f"\nrejected by reason — {reasons}" if reasons else "")
     title = f"{config.name}: {config.task.type} · student {config.student.model} · teacher {config.teacher.model}"
-    result = Table(title=title, caption=caption, padding=(0, 1))
+    # Names, model paths and reasons are the user's text: escaped, or rich reads "[...]" in them as markup.
+    result = Table(title=escape(title), caption=escape(caption), padding=(0, 1))
     for header, _ in COLUMNS:
         result.add_column(header, justify="right")
     for metrics in data:
-        result.add_row(*(_cell(key, metrics.get(key)) for _, key in COLUMNS))
+        result.add_row(*(escape(_cell(key, metrics.get(key))) for _, key in COLUMNS))
     return result
 
 
 def markdown(store: RunStore) -> str:
-    lines = ["| " + " | ".join(header for header, _ in WIDE_COLUMNS) + " |", "|" + "---|" * len(WIDE_COLUMNS)]
-    for metrics in rows(store):
-        lines.append("| " + " | ".join(_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS) + " |")
+    body = tables.table([header for header, _ in WIDE_COLUMNS],
+                        ([_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS] for metrics in rows(store)))
     config = store.config()
     head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
     best = best_line(store.state())
     head += f"{best[0].upper() + best[1:]}.\n\n" if best else ""
-    return head + "\n".join(lines) + "\n\n![accuracy](accuracy.png)\n"
+    donor = store.info(0, "finetune").get("reused_from")
+    shared = f" Iteration 0 was taken from {donor} (the same seed, data and student recipe)." if donor else ""
+    return head + stop_line(store.state()) + shared + "\n\n" + body + "\n\n![accuracy](accuracy.png)\n"
+
+
+def stop_line(state: dict[str, Any]) -> str:
+    """Why the run ended (or what halted it), as the README promises the report says."""
+    reason = state.get("stop_reason")
+    if state.get("finished"):
+        return f"Finished: {reason or 'completed'}."
+    return f"Not finished: {reason}." if reason else "In progress (or interrupted): run the same command to continue."
 
 
 def plot(store: RunStore, path: Path) -> Path:

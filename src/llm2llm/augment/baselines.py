@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from llm2llm.config import Config
+from llm2llm.config import Config, file_columns
 from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, write_jsonl
 from llm2llm.errors import ConfigError, DataError
@@ -65,8 +65,10 @@ def eda_examples(config: Config, seeds: list[Example]) -> list[Example]:
 def pool_examples(config: Config, seeds: list[Example], test: list[Example]) -> list[Example]:
     """`count` real examples drawn at random (config.seed) from the pool, none whose text is a seed or test text."""
     data, count = config.data, config.augment.count
-    pool = load_examples(config.augment.pool_path, text_field=data.text_field, label_field=data.label_field,
-                         choices_field=data.choices_field, origin="pool")
+    # Pool rows get ids from their content unless the pool names its own id column: a pool is often the split the
+    # seeds were drawn from, and inherited ids could name a seed.
+    columns = {**file_columns(data, config.augment.pool_columns), "id_field": config.augment.pool_columns.id}
+    pool = load_examples(config.augment.pool_path, **columns, hf_subset=data.hf_subset, origin="pool")
     taken = {normalize(example.text) for example in seeds + test}
     fresh = []
     for example in pool:

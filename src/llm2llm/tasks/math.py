@@ -13,7 +13,7 @@ import re
 from decimal import Decimal
 
 from llm2llm.config import TaskConfig
-from llm2llm.data import Example
+from llm2llm.data import Example, column_key
 from llm2llm.errors import DataError
 from llm2llm.tasks import Messages, Rejected
 
@@ -173,7 +173,7 @@ class MathTask:
                 raise DataError(
                     f"{example.source or example.id}: the answer has no final '#### <number>' line "
                     f"(ends with {example.label.strip()[-40:]!r}); GSM8K answers end with e.g. '#### 72'. "
-                    "Check that data.label_field names the answer column."
+                    f"Check that {column_key(example.origin, 'label')} names the answer column."
                 )
 
     def student_messages(self, example: Example) -> Messages:

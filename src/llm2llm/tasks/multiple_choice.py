@@ -10,7 +10,7 @@ import string
 from typing import Any
 
 from llm2llm.config import TaskConfig
-from llm2llm.data import Example
+from llm2llm.data import Example, column_key
 from llm2llm.errors import DataError
 from llm2llm.tasks import Messages, Rejected, normalize
 
@@ -32,7 +32,7 @@ class MultipleChoiceTask:
         for example in examples:
             where = example.source or example.id
             if not example.choices:
-                raise DataError(f"{where}: no choices (set data.choices_field to the column holding the list)")
+                raise DataError(f"{where}: no choices (set {column_key(example.origin, 'choices')} to the column holding the list)")
             if len(example.choices) != self.n_choices:
                 raise DataError(f"{where}: {len(example.choices)} choices, but the first seed has {self.n_choices}")
             if not example.label.isdigit() or int(example.label) >= self.n_choices:

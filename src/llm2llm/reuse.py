@@ -1,0 +1,102 @@
+"""Runs that share their first iteration: a new run starts from another run's finished iteration 0.
+
+The `finetune` baseline of `llm2llm compare` is exactly iteration 0 of the `llm2llm` loop (the same seed, seed set
+and student recipe, fine-tuned and scored the same way), and so is iteration 0 of the one-shot, continued-training
+and generated-parents ablations. Training it once per repeat instead of once per method saves about a third of a
+comparison's time. The result is also paired, as in the paper, where iteration 0 is the fine-tuning baseline.
+
+A donor's iteration-0 stage markers and files are copied into the new run (the student hard-linked, not copied),
+each marker noting `reused_from`; the loop then skips those stages like any finished stage on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from llm2llm.config import Config
+from llm2llm.data import content_hash
+from llm2llm.errors import RunStateError
+from llm2llm.runstore import RESUMABLE_CHANGES, RunStore, flatten
+
+# Keys that do not change what iteration 0 trains or how it scores the seeds and the test set: what comes after it
+# (loop length, teacher, checks, budget, the llm2llm method's augment switches, continued training from iteration 1
+# on, how selection uses the predictions) and where or how fast a run goes (RESUMABLE_CHANGES). select.by stays in:
+# a confidence selection makes the evaluation record the gold answer's log-probability.
+_AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.folds",
+                      "select.confidence_quantile", "select.max_parents", "select.estimate_every_iteration")
+_IGNORED = RESUMABLE_CHANGES | {"name", "output_dir"}
+_STAGES = ("finetune", "evaluate", "test")  # iteration 0 up to its test evaluation
+_FILES = ("train.jsonl", "seed_predictions.jsonl", "test_predictions.jsonl")
+
+
+def first_iteration_key(config: Config) -> str | None:
+    """Equal for two configs whose iteration 0 is the same experiment; None for a baseline (augment.method other
+    than llm2llm), whose single fine-tune sees its own examples too."""
+    if config.augment.method != "llm2llm":
+        return None
+    flat = flatten(config.model_dump(mode="json"))
+    return content_hash({k: v for k, v in flat.items() if k not in _IGNORED and not k.startswith(_AFTER_ITERATION_0)})
+
+
+def start_from_donor(config: Config, donors: Path) -> Path | None:
+    """If `config`'s run has not started and a run under `donors` (<label>/<run>/) finished the same iteration 0,
+    copy that iteration into it and return the donor's directory; otherwise change nothing and return None."""
+    target = RunStore(config.run_dir)
+    key = first_iteration_key(config)
+    if key is None or (target.root / "state.json").exists():
+        return None
+    for state_file in sorted(donors.glob("*/*/state.json")):
+        donor = RunStore(state_file.parent)
+        first = donor.state().get("iterations", {}).get("0", {})
+        if donor.root == target.root or not {"finetune", "evaluate"} <= set(first):
+            continue
+        try:
+            if first_iteration_key(donor.config()) != key:
+                continue
+        except (RunStateError, ValidationError):  # not a run, or one frozen by a version with other keys
+            continue
+        student = donor.root / "iter_000" / "student"
+        has_student = (student / "config.json").is_file() or (student / "adapter_config.json").is_file()
+        if needs_student(config, first) and not has_student:
+            continue
+        _copy_first_iteration(donor, target, has_student)
+        return donor.root
+    return None
+
+
+def needs_student(config: Config, first: dict) -> bool:
+    """Whether the run will still use iteration 0's weights after its seed evaluation: to test them (when the donor did
+    not), to continue training from them, or to keep them (all of them, or the best by out-of-fold accuracy, which may
+    be iteration 0's). A stage added after `evaluate` that loads the iteration-0 student belongs here too."""
+    # It tests iteration 0 when that is its last: always for one iteration, maybe when no seed is wrong, or when
+    # another selection than the paper's finds no parent.
+    tests_iteration_0 = bool(config.data.test_path) and (
+        config.loop.iterations == 1 or config.eval.test_every_iteration or first["evaluate"].get("seed_accuracy") == 1.0
+        or config.select.by != "train_errors")
+    keeps_best = "out_of_fold" in config.select.by and config.student.keep_checkpoints != "none"
+    return ((tests_iteration_0 and "test" not in first) or config.student.keep_checkpoints == "all" or keeps_best
+            or (config.student.continue_training and config.loop.iterations > 1))
+
+
+def _copy_first_iteration(donor: RunStore, target: RunStore, with_student: bool) -> None:
+    source, destination = donor.root / "iter_000", target.iter_dir(0)
+    for name in _FILES:
+        if (source / name).is_file() and (name != "test_predictions.jsonl" or donor.done(0, "test")):
+            shutil.copy2(source / name, destination / name)
+    if with_student:
+        # Hard links: the same bytes on disk, and pruning one run's copy leaves the other's.
+        shutil.copytree(source / "student", destination / "student", copy_function=_link_or_copy, dirs_exist_ok=True)
+    for stage in _STAGES:  # files first, markers last: a marker promises its outputs are there
+        if donor.done(0, stage):
+            target.mark_done(0, stage, {**donor.info(0, stage), "reused_from": str(donor.root)})
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system, or links not supported
+        shutil.copy2(source, destination)
