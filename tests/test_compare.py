@@ -330,3 +330,12 @@ def test_continuing_from_a_missing_student_says_what_to_do(tiny_model_dir, tmp_p
     pairs = [([{"role": "user", "content": "hi"}], "billing")]
     with pytest.raises(ModelError, match=r"(?s)student.continue_training: cannot load the previous student in .*gone.*retrain"):
         student.train(pairs, tmp_path / "student", init_from=tmp_path / "gone")
+
+
+def test_iteration_0_is_shared_across_selections_that_score_the_same_way(config_file):
+    from llm2llm.reuse import first_iteration_key
+
+    key = {by: first_iteration_key(load_config(config_file, [f"select.by={by}"]))
+           for by in ("train_errors", "out_of_fold", "confidence", "out_of_fold+confidence")}
+    assert key["train_errors"] == key["out_of_fold"] != key["confidence"] == key["out_of_fold+confidence"]
+    assert first_iteration_key(load_config(config_file, ["student.epochs=2"])) != key["train_errors"]

@@ -24,10 +24,9 @@ from llm2llm.runstore import RESUMABLE_CHANGES, RunStore, flatten
 
 # Keys that do not change what iteration 0 trains or how it scores the seeds and the test set: what comes after it
 # (loop length, teacher, checks, budget, the llm2llm method's augment switches, continued training from iteration 1
-# on, how selection uses the predictions) and where or how fast a run goes (RESUMABLE_CHANGES). select.by stays in:
-# a confidence selection makes the evaluation record the gold answer's log-probability.
-_AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.folds",
-                      "select.confidence_quantile", "select.max_parents", "select.estimate_every_iteration")
+# on, how selection uses the predictions) and where or how fast a run goes (RESUMABLE_CHANGES). Of select.by only
+# whether it reads confidence counts: that makes a generated evaluation record the gold answer's log-probability too.
+_AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.")
 _IGNORED = RESUMABLE_CHANGES | {"name", "output_dir"}
 _STAGES = ("finetune", "evaluate", "test")  # iteration 0 up to its test evaluation
 _FILES = ("train.jsonl", "seed_predictions.jsonl", "test_predictions.jsonl")
@@ -39,7 +38,8 @@ def first_iteration_key(config: Config) -> str | None:
     if config.augment.method != "llm2llm":
         return None
     flat = flatten(config.model_dump(mode="json"))
-    return content_hash({k: v for k, v in flat.items() if k not in _IGNORED and not k.startswith(_AFTER_ITERATION_0)})
+    kept = {k: v for k, v in flat.items() if k not in _IGNORED and not k.startswith(_AFTER_ITERATION_0)}
+    return content_hash({**kept, "reads_confidence": "confidence" in config.select.by})
 
 
 def start_from_donor(config: Config, donors: Path) -> Path | None:
