@@ -297,11 +297,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=_StrictLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if raw is None:  # an empty file (or comments only) is a mistake, not a request for the defaults
+            raise ConfigError(
+                f"{path}: the config file is empty. Run `llm2llm demo` for the built-in demo, or copy a file from "
+                "configs/ (configs/demo.yaml is the demo's) and edit it"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
         _relative_to_file(raw, Path(path).resolve().parent)
@@ -342,6 +347,25 @@ def _relative_to_file(raw: dict[str, Any], folder: Path) -> None:
 def _is_reference(value: str) -> bool:
     """'demo:seeds.jsonl', 'hf:openai/gsm8k@train' and the like, not paths."""
     return ":" in value.split("/")[0] and not Path(value).exists()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *defaults' merges may be overridden by the keys beside them
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key: the base class reports it
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first_line[key]}); keep one", key_node.start_mark
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
