@@ -87,8 +87,9 @@ def price(config: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> 
     return (prompt_tokens * config.price_input_per_1m + completion_tokens * config.price_output_per_1m) / 1e6
 
 
-def build_teacher(config: TeacherConfig, seed: int) -> Teacher:
-    return load_class(config.type, TEACHERS, "teacher.type")(config, seed)
+def build_teacher(config: TeacherConfig, seed: int, key: str = "teacher") -> Teacher:
+    """The teacher `config` describes; `key` is where it sits in the config (teacher, quality.verifier) for messages."""
+    return load_class(config.type, TEACHERS, f"{key}.type", Teacher, "llm2llm.teachers")(config, seed)
 
 
 def request_key(teacher: Teacher, request: TeacherRequest) -> str:
