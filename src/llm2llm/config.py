@@ -200,6 +200,11 @@ class QualityConfig(_Section):
     verifier: TeacherConfig | None = Field(
         None, description="Verifier model, with the teacher's keys (quality.verifier.model=...). None: the teacher, asked greedily."
     )
+    max_reply_ratio: float = Field(
+        4.0, gt=0,
+        description="Reject a teacher reply longer than this many times the longest seed example (characters of text, "
+        "answer and choices, plus 200 for the reply's field names; rejected: too_long), so a runaway reply never trains.",
+    )
 
 
 class AugmentConfig(_Section):

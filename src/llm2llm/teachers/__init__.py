@@ -45,6 +45,7 @@ class TeacherReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed after its retries
+    too_long: bool = False  # with error: the server refused this one request for its size (rejected as prompt_too_long)
     cached: bool = False
     retries: int = 0  # attempts beyond the first (stored in the cache; rows written before it read as 0)
     tokens_estimated: bool = False  # the server sent no usage: token counts are characters / 4
@@ -155,7 +156,8 @@ def generate(
         else:  # called from async code (a notebook): run on a thread with its own loop
             with ThreadPoolExecutor(max_workers=1) as runner:
                 runner.submit(asyncio.run, sending).result()
-    failed = [reply for reply in replies if reply is not None and reply.error]
+    # A request refused for its size is that request's problem (rejected as prompt_too_long), not the endpoint's.
+    failed = [reply for reply in replies if reply is not None and reply.error and not reply.too_long]
     if requests and len(failed) / len(requests) > max_failure_ratio:
         raise TeacherError(
             f"teacher {teacher.name}: {len(failed)} of {len(requests)} requests failed after their retries "

@@ -6,7 +6,8 @@ is never written to disk, logs or error messages.
 Requests go through the SDK's async client, so `generate` keeps `teacher.max_concurrency` of them in flight on
 one event loop. Retries are ours, not the SDK's (its client is made with max_retries=0), so that every reply can say how many it
 took: connection errors, timeouts, 429, 5xx and malformed bodies are retried with exponential backoff and full
-jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once.
+jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once, except a request refused for its
+size (the prompt and max_tokens beyond the model's context), which is that request's rejection (prompt_too_long).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,11 @@ from llm2llm.teachers import TeacherReply, TeacherRequest, estimate_tokens, samp
 
 
 OPENAI_URL = "https://api.openai.com/v1"
+
+# How servers say a request does not fit the model's context: OpenAI (code context_length_exceeded), vLLM ("maximum
+# context length is ..."), llama.cpp (type exceed_context_size_error, "exceeds the available context size").
+_TOO_LONG = re.compile(r"context_length_exceeded|exceed_context_size|context (?:length|size|window)|maximum context|"
+                       r"too many tokens|prompt is too long", re.IGNORECASE)
 
 
 def _is_local(base_url: str) -> bool:
@@ -42,6 +49,15 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, _MalformedReply)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def _is_too_long(exc: BaseException) -> bool:
+    """The server refused this request for its size: 413, or a 400 whose body speaks of the context length."""
+    import openai
+
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 413):
+        return False
+    return exc.status_code == 413 or bool(_TOO_LONG.search(f"{exc.message} {json.dumps(exc.body, default=str)}"))
 
 
 def _retry_after_s(exc: BaseException | None) -> float | None:
@@ -129,6 +145,8 @@ class OpenAITeacher:
             detail = f"HTTP {exc.status_code} ({type(exc).__name__}: {getattr(exc, 'message', exc)})"
         elif isinstance(exc, _MalformedReply):
             detail = f"malformed reply ({exc})"
+        elif isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None:  # the SDK's own text says little
+            detail = f"{type(exc).__name__}: {exc.__cause__}"
         else:
             detail = f"{type(exc).__name__}: {exc}"
         return self._redact(detail)[:200]
@@ -150,6 +168,9 @@ class OpenAITeacher:
             raise _MalformedReply(f"{type(exc).__name__}: {exc}") from None
         if isinstance(response, str):  # the SDK hands back the raw text when the content type is not JSON
             raise _MalformedReply(f"not JSON: {response[:60]!r}")
+        choices = getattr(response, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:  # a proxy's or overloaded server's empty body
+            raise _MalformedReply("a reply without choices")
         return response
 
     def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
@@ -182,20 +203,20 @@ class OpenAITeacher:
                     attempts = attempt.retry_state.attempt_number
                     response = await self._create(client, model, request, params, seed)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError, openai.BadRequestError) as exc:
+            if _is_too_long(exc):  # this one request does not fit the model's context; the others may
+                return TeacherReply(text="", error=self._reason(exc), too_long=True, retries=attempts - 1)
             # Retrying cannot fix these: stop the run and say where.
             detail = self._redact(str(getattr(exc, "message", exc)))[:300]
             raise TeacherError(
                 f"teacher endpoint {base_url} refused model {model!r}: HTTP {exc.status_code} ({detail})"
             ) from None
         except (openai.APIError, _MalformedReply) as exc:
-            # Transient failures that outlived their retries, or other statuses (409, 422, ...) sent once.
+            # Transient failures that outlived their retries, or other statuses (409, 413, 422, ...) sent once.
             plural = "s" if attempts != 1 else ""
-            return TeacherReply(text="", error=f"{self._reason(exc)} after {attempts} attempt{plural}", retries=attempts - 1)
+            return TeacherReply(text="", error=f"{self._reason(exc)} after {attempts} attempt{plural}", retries=attempts - 1,
+                                too_long=_is_too_long(exc))
         retries = attempts - 1
-        choices = getattr(response, "choices", None)
-        if not choices:
-            return TeacherReply(text="", error="reply without choices", retries=retries)
-        choice = choices[0]
+        choice = response.choices[0]
         text = choice.message.content or ""
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None)
