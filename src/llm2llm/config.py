@@ -59,6 +59,10 @@ class DataConfig(_Section):
     hf_subset: str | None = Field(None, description="hf: sources: the dataset's configuration/subset name (e.g. 'main' for gsm8k).")
     seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
     test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
+    truncate: bool = Field(
+        False, description="Seed and test rows longer than student.max_length tokens (prompt and answer): false, an error "
+        "listing them with file:line and token count; true, their text is shortened (the middle cut out) to fit.",
+    )
 
 
 class LoraConfig(_Section):

@@ -63,6 +63,10 @@ class Teacher(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: `check(self, key: str) -> None`, called before a run writes anything, raises an Llm2llmError naming
+    # the config key, URL, variable or path when this teacher cannot serve (preflight.py). Teachers without it are
+    # trusted until their first request.
+
 
 TEACHERS = {
     "openai": "llm2llm.teachers.openai_compat:OpenAITeacher",

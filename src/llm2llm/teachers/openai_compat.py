@@ -8,11 +8,13 @@ one event loop. Retries are ours, not the SDK's (its client is made with max_ret
 took: connection errors, timeouts, 429, 5xx and malformed bodies are retried with exponential backoff and full
 jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once, except a request refused for its
 size (the prompt and max_tokens beyond the model's context), which is that request's rejection (prompt_too_long).
+`check()` is the preflight: key variable, endpoint, model, in seconds and before a run writes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import os
@@ -22,11 +24,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llm2llm.config import TeacherConfig
-from llm2llm.errors import TeacherError
+from llm2llm.errors import ModelError, TeacherError
 from llm2llm.teachers import TeacherReply, TeacherRequest, estimate_tokens, sampling_params
 
 
 OPENAI_URL = "https://api.openai.com/v1"
+CHECK_TIMEOUT_S = 10.0  # preflight: an endpoint that has not answered by now is reported, not waited for
 
 # How servers say a request does not fit the model's context: OpenAI (code context_length_exceeded), vLLM ("maximum
 # context length is ..."), llama.cpp (type exceed_context_size_error, "exceeds the available context size").
@@ -236,6 +239,50 @@ class OpenAITeacher:
             cached_prompt_tokens=getattr(details, "cached_tokens", None) or 0,
         )
 
+    def check(self, key: str = "teacher") -> None:
+        """Preflight, in seconds: the key's variable is set, the endpoint answers, and it serves the model (in its
+        models list, or one request of one token when the list does not name it). TeacherError names what to fix."""
+        import openai
+
+        base_url, model, variable = self.config.base_url or OPENAI_URL, self.config.model, self.config.api_key_env
+        api_key = os.environ.get(variable)
+        if not api_key and not _is_local(base_url):
+            raise TeacherError(f"{key}.api_key_env: the environment variable {variable} is not set; export your API key "
+                               f"for {base_url} there, or set {key}.api_key_env to the variable that holds it")
+        self._key = api_key or None
+        client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
+                               timeout=min(self.config.timeout_s, CHECK_TIMEOUT_S))
+
+        def refused(exc: BaseException, what: str) -> TeacherError:
+            if isinstance(exc, openai.APIConnectionError):
+                return TeacherError(f"{key}.base_url: cannot reach {base_url} ({self._reason(exc)}); start the server, "
+                                    f"or fix {key}.base_url")
+            if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+                return TeacherError(f"{key}.api_key_env: {base_url} refused the key in ${variable} ({self._reason(exc)}); "
+                                    "check the key and its access to the model")
+            return TeacherError(f"{key}.model: {what} ({self._reason(exc)})")
+
+        try:
+            try:
+                served = [entry.id for entry in client.models.list().data]
+            except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise refused(exc, "") from None
+            except (openai.APIError, json.JSONDecodeError):
+                served = []  # no models list at this endpoint (some servers have none): one tiny request tells instead
+            if model in served:
+                return
+            try:
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+            except (openai.NotFoundError, openai.BadRequestError) as exc:
+                listed = f"; it serves {', '.join(served[:8])}" if served else f"; is {key}.base_url right (most end in /v1)?"
+                raise refused(exc, f"{base_url} does not serve {model!r}{listed}") from None
+            except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise refused(exc, "") from None
+            except openai.APIError:
+                pass  # up but busy or flaky (429, 5xx): the run's retries deal with that
+        finally:
+            client.close()
+
     async def aclose(self) -> None:
         """Close this loop's client (before its loop ends: its connections belong to that loop)."""
         with self._connect_lock:
@@ -265,6 +312,19 @@ class LocalTeacher(OpenAITeacher):
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
+
+    def check(self, key: str = "teacher") -> None:
+        """Preflight: the GGUF is present (a bundled alias installed and verified) and xllamacpp can serve it. The
+        server itself starts on the first request."""
+        from llm2llm.models import resolve_gguf
+
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise TeacherError(f"{key}.type=local serves the GGUF with xllamacpp, which is not installed: "
+                               "pip install 'llm2llm[local]'")
+        try:
+            resolve_gguf(self.config.model)
+        except ModelError as exc:
+            raise ModelError(f"{key}.model: {exc}") from None
 
     def _endpoint(self) -> tuple[str, str]:
         if self._server is None:
