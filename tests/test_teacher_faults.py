@@ -295,7 +295,7 @@ def test_too_many_failures_stop_the_run(tmp_path, secret_key):
         results = generate(teacher, requests, cache, max_concurrency=2)
         teacher.close()
         assert proxy.attempts() == 8  # max_retries=0: one attempt per request and run
-    assert all(reply.error.endswith("after 1 attempt") and reply.retries == 0 for _, reply in results)
+    assert all(reply.error.endswith(f"from {proxy.base_url} after 1 attempt") and reply.retries == 0 for _, reply in results)
     assert len(cache) == 0
     cache.close()
 

@@ -216,8 +216,8 @@ class OpenAITeacher:
         except (openai.APIError, _MalformedReply) as exc:
             # Transient failures that outlived their retries, or other statuses (409, 413, 422, ...) sent once.
             plural = "s" if attempts != 1 else ""
-            return TeacherReply(text="", error=f"{self._reason(exc)} after {attempts} attempt{plural}", retries=attempts - 1,
-                                too_long=_is_too_long(exc))
+            return TeacherReply(text="", error=f"{self._reason(exc)} from {base_url} after {attempts} attempt{plural}",
+                                retries=attempts - 1, too_long=_is_too_long(exc))
         retries = attempts - 1
         choice = response.choices[0]
         text = choice.message.content or ""
@@ -253,20 +253,21 @@ class OpenAITeacher:
         client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
                                timeout=min(self.config.timeout_s, CHECK_TIMEOUT_S))
 
-        def refused(exc: BaseException, what: str) -> TeacherError:
+        def refused(exc: BaseException, unserved: str = "") -> TeacherError:
+            """The error that names what to fix: the URL, the key's variable, or (`unserved`) the model."""
             if isinstance(exc, openai.APIConnectionError):
                 return TeacherError(f"{key}.base_url: cannot reach {base_url} ({self._reason(exc)}); start the server, "
                                     f"or fix {key}.base_url")
             if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
                 return TeacherError(f"{key}.api_key_env: {base_url} refused the key in ${variable} ({self._reason(exc)}); "
                                     "check the key and its access to the model")
-            return TeacherError(f"{key}.model: {what} ({self._reason(exc)})")
+            return TeacherError(f"{key}.model: {unserved} ({self._reason(exc)})")
 
         try:
             try:
                 served = [entry.id for entry in client.models.list().data]
             except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                raise refused(exc, "") from None
+                raise refused(exc) from None
             except (openai.APIError, json.JSONDecodeError):
                 served = []  # no models list at this endpoint (some servers have none): one tiny request tells instead
             if model in served:
@@ -277,7 +278,7 @@ class OpenAITeacher:
                 listed = f"; it serves {', '.join(served[:8])}" if served else f"; is {key}.base_url right (most end in /v1)?"
                 raise refused(exc, f"{base_url} does not serve {model!r}{listed}") from None
             except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                raise refused(exc, "") from None
+                raise refused(exc) from None
             except openai.APIError:
                 pass  # up but busy or flaky (429, 5xx): the run's retries deal with that
         finally:
