@@ -140,7 +140,7 @@ def test_compare_command_prints_the_table_and_writes_the_report(tmp_path, tiny_r
 @pytest.mark.slow
 def test_demo_command_through_the_installed_entry_point(tmp_path, tiny_run_args):
     """`python -m llm2llm demo` in a real process: the README's demo command, on a tiny student."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}  # this checkout's code
     result = subprocess.run(
         [sys.executable, "-m", "llm2llm", "demo", *tiny_run_args, "loop.iterations=1", "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,

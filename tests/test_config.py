@@ -131,3 +131,27 @@ def test_a_cost_budget_needs_prices():
         load_config(None, ["budget.max_cost=5"])
     config = load_config(None, ["budget.max_cost=5", "teacher.price_input_per_1m=0.15", "teacher.price_output_per_1m=0.6"])
     assert config.budget.max_cost == 5
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", r"c\.yaml: the config file is empty\. Run `llm2llm demo`"),
+        ("# name: x\n", r"c\.yaml: the config file is empty"),
+        ("name: x\nstudent:\n  epochs: 2\n  epochs: 3\n", r"c\.yaml:4: not valid YAML \(duplicate key 'epochs' \(first given on line 3\)"),
+        ("name: x\nname: y\n", r"c\.yaml:2: not valid YAML \(duplicate key 'name'"),
+    ],
+    ids=["empty", "comments-only", "duplicate-nested", "duplicate-top"],
+)
+def test_empty_files_and_duplicate_keys_are_errors(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_the_same_key_in_two_sections_and_yaml_merges_are_fine(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher: &t\n  model: a\n  max_tokens: 64\nquality:\n  verifier:\n    <<: *t\n    model: b\n")
+    config = load_config(path)
+    assert config.teacher.model == "a" and config.quality.verifier.model == "b" and config.quality.verifier.max_tokens == 64

@@ -1,5 +1,8 @@
 """Loading examples: JSONL and CSV, column mapping, stable ids, errors naming file, line and field."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from llm2llm.data import load_examples
@@ -104,3 +107,52 @@ def test_each_file_has_its_own_columns_and_errors_name_that_files_key(tmp_path):
         pool_examples(more, loaded_seeds, loaded_test)
     more.augment.pool_columns.text, more.augment.pool_columns.label = "question", "answer"
     assert [(e.text, e.label, e.origin) for e in pool_examples(more, loaded_seeds, loaded_test)] == [("The van never came", "shipping", "pool")]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("s.jsonl", b'{"text": "a", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n', r"s\.jsonl:2: not UTF-8 text \(byte 0xe9"),
+        ("s.csv", b"text,label\nfine,x\ncaf\xe9,y\n", r"s\.csv:3: not UTF-8 text"),
+        ("s.jsonl", b'{"text": "a", "label": NaN}\n', r"s\.jsonl:1: field 'label' is nan, a missing value"),
+        ("s.jsonl", b'{"text": "a", "label": null}\n', r"s\.jsonl:1: field 'label' must be a string or number, got null"),
+        ("s.jsonl", b'{"text": "a", "label": "  "}\n', r"s\.jsonl:1: field 'label' is empty"),
+        ("s.csv", b"text,label\nhello,nan\n", r"s\.csv:2: field 'label' is 'nan', a missing value"),
+        ("s.csv", b"text,label\nhello,\n", r"s\.csv:2: field 'label' is empty"),
+        ("s.csv", b"text,label\nhello, world,greet\n", r"s\.csv:2: 1 more value\(s\) than the header has columns \(text, label\); quote"),
+        ("s.csv", b"text,label\nhello\n", r"s\.csv:2: fewer values than the header has columns"),
+    ],
+    ids=["latin1-jsonl", "latin1-csv", "nan-json", "null", "blank", "nan-csv", "empty-csv", "extra-csv-values", "missing-csv-values"],
+)
+def test_bad_values_and_encodings_name_the_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load(path)
+
+
+@pytest.mark.parametrize("name, content, line", [
+    ("s.jsonl", '\ufeff{"text": "hello", "label": "greet"}\n', 1),
+    ("s.csv", "\ufefftext,label\nhello,greet\n", 2),
+    ("s.jsonl", '{"text": "hello\u2028there", "label": "greet"}\r\n', 1),  # U+2028 inside a string, Windows line ends
+])
+def test_byte_order_marks_and_unusual_line_breaks_are_read(tmp_path, name, content, line):
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8"))
+    [example] = load(path)
+    assert example.text.startswith("hello") and example.label == "greet" and example.source == f"{path}:{line}"
+
+
+def test_a_directory_and_an_unreadable_file_are_named(tmp_path, monkeypatch):
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(DataError, match=r"d\.jsonl: is a directory, not a data file; point data.seed_path at"):
+        load(tmp_path / "d.jsonl")
+    unreadable = write_jsonl(tmp_path / "u.jsonl", SEED_ROWS)
+    unreadable.chmod(0)
+    if os.access(unreadable, os.R_OK):  # root reads anything: make the read fail as it does for everyone else
+        def denied(self):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"u\.jsonl: cannot read it \(Permission denied\); check its permissions"):
+        load(unreadable)

@@ -201,3 +201,33 @@ def test_the_teacher_is_told_the_students_answer_except_in_the_papers_loop(tmp_p
     teacher_examples(run, tmp_path, 0, SEEDS[:1], SEEDS, student_answers={SEEDS[0].id: "technical"})
     cache.close()
     assert seen and ("The student answered technical" in seen[0]) == shown
+
+
+class RefusingTeacher(CannedTeacher):
+    """A CannedTeacher whose reply 'REFUSE' stands for the server refusing the request for its size."""
+
+    def complete(self, request, seed):
+        reply = super().complete(request, seed)
+        if reply.text == "REFUSE":
+            return TeacherReply(text="", error="HTTP 400 (request (5000 tokens) exceeds the available context size)", too_long=True)
+        return reply
+
+
+def test_runaway_replies_and_requests_too_big_for_the_teacher_are_counted_rejections(tmp_path):
+    config = load_config(None, ["quality.verify=false", "teacher.max_failure_ratio=0"])  # any failed request would stop it
+    task = build_task(config.task, SEEDS)
+    teacher = RefusingTeacher("teacher", {
+        "refund me": "Text: " + "please refund me " * 6000 + "\nLabel: billing",  # a 100k-character reply
+        "where is my parcel": "REFUSE",
+        "app crashes": "Text: my laptop freezes whenever I open the new app\nLabel: technical",
+    })
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    run = RunContext(config, None, task, None, teacher, teacher, cache, SEEDS, [], SilentUI())
+    info = teacher_examples(run, tmp_path, 0, SEEDS[:3], SEEDS)
+    cache.close()
+    reasons = {row["reason"]: row for row in read_jsonl(tmp_path / "rejected.jsonl")}
+    assert info["rejected_by_reason"] == {"too_long": 1, "prompt_too_long": 1} and info["accepted"] == 1
+    # The longest seed is 'where is my parcel' + 'shipping', 26 characters: at most 4 x 26 + 200.
+    assert reasons["too_long"]["detail"] == "102,021 characters, more than 304 (quality.max_reply_ratio=4.0 x the longest seed, 26)"
+    assert len(reasons["too_long"]["reply"]) == 306  # what was kept of it: the first 304 characters
+    assert "exceeds the available context size" in reasons["prompt_too_long"]["detail"]

@@ -49,3 +49,45 @@ def test_a_run_from_an_older_version_resumes_when_new_keys_keep_their_defaults(t
     store.open(load_config(None))  # resumes
     with pytest.raises(RunStateError, match="changed: quality.verify"):
         store.open(load_config(None, ["quality.verify=false"]))
+
+
+def test_one_writer_at_a_time_and_the_holder_is_named(tmp_path):
+    import os
+
+    store = RunStore(tmp_path / "run")
+    with store.lock():
+        with pytest.raises(RunStateError, match=rf"run is in use by another llm2llm run \(pid {os.getpid()} on .*\); a run "
+                                                r"directory has one writer at a time"):
+            with RunStore(tmp_path / "run").lock():
+                pass
+    with RunStore(tmp_path / "run").lock():  # released: the next writer gets it
+        pass
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("state.json", '{"iterations": {"0": {"fine', r"state\.json: cannot read it \(Unterminated string.*\); it lists the finished stages: restore it, or delete it"),
+        ("state.json", "[1, 2]", r"state\.json: not a state file of llm2llm"),
+        ("state.json", b"\xff\xfe", r"state\.json: cannot read it"),
+        ("config.yaml", "name: [unclosed\n", r"config\.yaml:2: cannot read the run's frozen config \(not valid YAML: "),
+        ("config.yaml", "- a list\n", r"config\.yaml: the run's frozen config is not a mapping"),
+        ("config.yaml", "student:\n  epochs: many\n", r"config\.yaml: not a config this version can read \(student\.epochs"),
+    ],
+    ids=["cut-json", "not-a-mapping", "not-utf8", "bad-yaml", "yaml-list", "invalid-value"],
+)
+def test_a_corrupt_run_file_is_named_with_what_to_do(tmp_path, name, content, message):
+    store = RunStore(tmp_path / "run")
+    store.open(load_config(None, []))
+    path = store.root / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(RunStateError, match=message):
+        store.state() if name == "state.json" else store.config()
+
+
+def test_a_corrupt_metrics_file_is_read_from_the_state_instead(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open(load_config(None, []))
+    store.mark_done(0, "finetune", {"train_examples": 3, "seconds": 1.5})
+    (store.root / "iter_000" / "metrics.json").write_text("{")
+    assert store.metrics(0) == {"iteration": 0, "stage_seconds": {"finetune": 1.5}, "train_examples": 3}

@@ -41,6 +41,15 @@ CANNED_REPLY = {  # a chat completion without `usage`, as some servers send
 }
 
 
+TOO_LONG = {  # status and body of a request refused for its size
+    "too_long_llamacpp": (400, {"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 631, "n_ctx": 256,
+                                          "message": "request (631 tokens) exceeds the available context size (256 tokens), try increasing it"}}),
+    "too_long_openai": (400, {"error": {"type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+                                        "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens."}}),
+    "too_long_413": (413, {"error": {"message": "Payload Too Large"}}),
+}
+
+
 def messages(marker: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": "You answer in one short sentence."},
@@ -111,6 +120,10 @@ class FaultProxy:
             elif fault == "hold":  # a reply that takes a while, so requests overlap
                 time.sleep(HOLD_S)
                 self.send(handler, 200, CANNED_REPLY)
+            elif fault == "no_choices":  # a 200 that is not a completion after all, as overloaded gateways send
+                self.send(handler, 200, {**CANNED_REPLY, "choices": []})
+            elif fault in TOO_LONG:  # the request does not fit the model's context, as each server says it
+                self.send(handler, *TOO_LONG[fault])
             else:
                 status, reply = self.forward(handler.path, body)
                 if status == 200 and fault == "length":
@@ -282,7 +295,7 @@ def test_too_many_failures_stop_the_run(tmp_path, secret_key):
         results = generate(teacher, requests, cache, max_concurrency=2)
         teacher.close()
         assert proxy.attempts() == 8  # max_retries=0: one attempt per request and run
-    assert all(reply.error.endswith("after 1 attempt") and reply.retries == 0 for _, reply in results)
+    assert all(reply.error.endswith(f"from {proxy.base_url} after 1 attempt") and reply.retries == 0 for _, reply in results)
     assert len(cache) == 0
     cache.close()
 
@@ -349,4 +362,28 @@ def test_a_fatal_error_sends_nothing_queued_and_keeps_the_reply_in_flight(tmp_pa
         teacher.close()
         assert proxy.attempts() == 2  # the two in flight; the four queued were never sent
     assert cache.get(request_key(teacher, requests[0])).text == CANNED_TEXT  # the reply in flight was awaited and kept
+    cache.close()
+
+
+def test_a_reply_without_choices_is_retried(secret_key):
+    with FaultProxy(lambda marker, attempt: "no_choices" if attempt == 1 else "canned") as proxy:
+        teacher = build_teacher(teacher_config(proxy.base_url), seed=0)
+        reply = teacher.complete(TeacherRequest(messages("empty")), seed=1)
+        teacher.close()
+    assert reply.error is None and reply.text == CANNED_TEXT and reply.retries == 1 and proxy.attempts("empty") == 2
+
+
+@pytest.mark.parametrize("fault", sorted(TOO_LONG))
+def test_a_request_too_big_for_the_context_is_that_request_s_rejection(tmp_path, secret_key, fault):
+    """Not a fatal refusal, not retried, and not a failure of the endpoint: the other requests go on."""
+    requests = [TeacherRequest(messages("big")), *(TeacherRequest(messages("small"), sample_index=k) for k in range(3))]
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    with FaultProxy(lambda marker, attempt: fault if marker == "big" else "canned") as proxy:
+        teacher = build_teacher(teacher_config(proxy.base_url), seed=0)
+        results = generate(teacher, requests, cache, max_concurrency=2, max_failure_ratio=0.0)
+        teacher.close()
+    big = results[0][1]
+    assert big.too_long and big.text == "" and big.error and proxy.attempts("big") == 1
+    assert all(reply.error is None and reply.text == CANNED_TEXT for _, reply in results[1:])
+    assert len(cache) == 3  # the refusal is not cached: a larger context (teacher.n_ctx) may take it later
     cache.close()

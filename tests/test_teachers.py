@@ -111,3 +111,19 @@ def test_loop_with_a_real_local_teacher(tmp_path, data_files, tiny_model_dir, sm
     for row in read_jsonl(store.root / "iter_000" / "rejected.jsonl"):
         assert row["reason"] and row["prompt_hash"]
     assert store.state()["finished"]
+
+
+def test_a_prompt_beyond_the_local_server_s_context_is_rejected_not_fatal(tmp_path, smollm2_gguf):
+    """llama.cpp answers HTTP 400 'exceeds the available context size': that request alone is refused."""
+    pytest.importorskip("xllamacpp", reason="pip install xllamacpp")
+    teacher = build_teacher(TeacherConfig(type="local", model=str(smollm2_gguf), max_tokens=8, n_ctx=256), seed=0)
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    too_big = [{"role": "user", "content": "my parcel is late " * 150}]
+    try:
+        (_, refused), (_, answered) = generate(teacher, [TeacherRequest(too_big), TeacherRequest(MESSAGES)], cache,
+                                               max_failure_ratio=0.0)
+    finally:
+        teacher.close()
+        cache.close()
+    assert refused.too_long and "exceeds the available context size" in refused.error
+    assert answered.error is None and answered.text

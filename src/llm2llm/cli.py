@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 import traceback
 import warnings
 from pathlib import Path
@@ -17,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from llm2llm.errors import Llm2llmError
+from llm2llm.errors import Llm2llmError, Llm2llmWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -31,9 +30,25 @@ err_console = Console(stderr=True)
 OVERRIDES = typer.Argument(None, help="key.sub=value overrides, e.g. loop.iterations=3 student.finetune=full")
 
 
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """A warnings.showwarning that prints ours as one `warning:` line (no source location: they are not bug reports)
+    and hands the others to `show`."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Llm2llmWarning):
+            err_console.print("[yellow]warning:[/] ", end="")
+            err_console.print(str(message), highlight=False, markup=False, soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def _guarded(action: Callable[[], None], log_dir: Path | None = None) -> None:
     try:
-        action()
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            action()
     except Llm2llmError as exc:
         err_console.print("[bold red]error:[/] ", end="")
         # Messages hold paths and [brackets]: no markup, and no wrapping inside a path.
@@ -45,11 +60,18 @@ def _guarded(action: Callable[[], None], log_dir: Path | None = None) -> None:
     except typer.Exit:
         raise
     except Exception as exc:  # an internal error: keep the screen readable, keep the traceback for the bug report
-        directory = log_dir if log_dir and log_dir.is_dir() else Path(tempfile.gettempdir())
-        log = directory / "error.log"
-        log.write_text(traceback.format_exc(), encoding="utf-8")
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
-        err_console.print(f"The full traceback is in {log}; please include it in a bug report.", markup=False)
+        from llm2llm.errorlog import write_error_log
+
+        trace = traceback.format_exc()
+        log = write_error_log(trace, log_dir)
+        err_console.print("[bold red]internal error:[/] ", end="")
+        err_console.print(f"{type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True)
+        if log is not None:
+            err_console.print(f"The full traceback is in {log}; please include it in a bug report.", highlight=False,
+                              markup=False, soft_wrap=True)
+        else:  # no file could take it: show it rather than lose it
+            err_console.print("No log file could be written; the traceback, for a bug report:", highlight=False)
+            err_console.print(trace, highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

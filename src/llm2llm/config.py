@@ -59,6 +59,10 @@ class DataConfig(_Section):
     hf_subset: str | None = Field(None, description="hf: sources: the dataset's configuration/subset name (e.g. 'main' for gsm8k).")
     seed_limit: int | None = Field(None, ge=1, description="Use only the first N seed rows.")
     test_limit: int | None = Field(None, ge=1, description="Use only the first N test rows.")
+    truncate: bool = Field(
+        False, description="Seed and test rows longer than student.max_length tokens (prompt and answer): false, an error "
+        "listing them with file:line and token count; true, their text is shortened (the middle cut out) to fit.",
+    )
 
 
 class LoraConfig(_Section):
@@ -200,6 +204,11 @@ class QualityConfig(_Section):
     verifier: TeacherConfig | None = Field(
         None, description="Verifier model, with the teacher's keys (quality.verifier.model=...). None: the teacher, asked greedily."
     )
+    max_reply_ratio: float = Field(
+        4.0, gt=0,
+        description="Reject a teacher reply longer than this many times the longest seed example (characters of text, "
+        "answer and choices, plus 200 for the reply's field names; rejected: too_long), so a runaway reply never trains.",
+    )
 
 
 class AugmentConfig(_Section):
@@ -297,11 +306,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=_StrictLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if raw is None:  # an empty file (or comments only) is a mistake, not a request for the defaults
+            raise ConfigError(
+                f"{path}: the config file is empty. Run `llm2llm demo` for the built-in demo, or copy a file from "
+                "configs/ (configs/demo.yaml is the demo's) and edit it"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
         _relative_to_file(raw, Path(path).resolve().parent)
@@ -342,6 +356,25 @@ def _relative_to_file(raw: dict[str, Any], folder: Path) -> None:
 def _is_reference(value: str) -> bool:
     """'demo:seeds.jsonl', 'hf:openai/gsm8k@train' and the like, not paths."""
     return ":" in value.split("/")[0] and not Path(value).exists()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *defaults' merges may be overridden by the keys beside them
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key: the base class reports it
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first_line[key]}); keep one", key_node.start_mark
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:

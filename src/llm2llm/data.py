@@ -10,9 +10,12 @@ iteration, teacher and prompt that produced it. Rows are joined by `id`, never b
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
+import math
 import os
 from collections import Counter
 from importlib import resources
@@ -69,10 +72,11 @@ def load_examples(
 ) -> list[Example]:
     """Read examples from a .jsonl/.csv file, a bundled 'demo:<file>' or 'hf:<dataset id>@<split>' (with
     `hf_subset` as the dataset's configuration); raise DataError naming file:line:field (or 'row N')."""
-    reader = _read_hf_rows(path, hf_subset, label_field) if path.startswith("hf:") else _read_rows(path)
+    key = _PATH_KEYS[origin]
+    reader = _read_hf_rows(path, hf_subset, label_field) if path.startswith("hf:") else _read_rows(path, key)
     rows = list(reader)
     if not rows:
-        raise DataError(f"{path}: no examples found (the file is empty). Point {_PATH_KEYS[origin]} at a file with rows.")
+        raise DataError(f"{path}: no examples found (the file is empty). Point {key} at a file with rows.")
     examples: list[Example] = []
     seen_ids: Counter[str] = Counter()
     for where, row in rows[:limit] if limit else rows:
@@ -87,9 +91,12 @@ def load_examples(
             value = row[column]
             if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
                 raise DataError(f"{where}: field {column!r} must be a string or number, got {json.dumps(value)[:60]}")
+            # NaN (JSON's NaN, a pandas export's 'nan') would otherwise become a class or a text named "nan".
+            if isinstance(value, float) and not math.isfinite(value) or str(value).strip().lower() == "nan":
+                raise DataError(f"{where}: field {column!r} is {value!r}, a missing value; fill it in or drop the row")
             values[role] = str(value).strip()
-        if not values["text"]:
-            raise DataError(f"{where}: field {text_field!r} is empty")
+            if not values[role]:
+                raise DataError(f"{where}: field {column!r} is empty; fill it in or drop the row")
         if choices_field is not None:
             choices = row.get(choices_field)
             if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
@@ -114,8 +121,8 @@ def load_examples(
     return examples
 
 
-def _read_rows(path: str) -> Iterable[tuple[str, dict[str, Any]]]:
-    """Yield ('file:line', row) pairs."""
+def _read_rows(path: str, key: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Yield ('file:line', row) pairs; `key` is the config key that named the file (for the messages)."""
     if path.startswith("demo:"):
         name = path.removeprefix("demo:")
         resource = resources.files("llm2llm") / "demo_data" / name
@@ -125,20 +132,45 @@ def _read_rows(path: str) -> Iterable[tuple[str, dict[str, Any]]]:
         yield from _parse_jsonl(text.splitlines(), display)
         return
     file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: file not found")
+    if file.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file; point {key} at a .jsonl or .csv file")
+    if not file.exists():
+        raise DataError(f"{path}: file not found; check {key}")
+    suffix = file.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json", ".ndjson"):
+        raise DataError(f"{path}: unsupported file type {file.suffix!r}; use .jsonl or .csv")
+    text = _read_text(file, key)
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in row:  # DictReader files values beyond the header under the key None
+                raise DataError(f"{where}: {len(row[None])} more value(s) than the header has columns "
+                                f"({', '.join(reader.fieldnames or [])}); quote fields that contain commas")
+            if None in row.values():
+                raise DataError(f"{where}: fewer values than the header has columns ({', '.join(reader.fieldnames or [])})")
+            yield where, dict(row)
+    else:
+        # split("\n"), not splitlines(): U+2028 and friends may sit inside a JSON string and are not line breaks here.
+        yield from _parse_jsonl(text.split("\n"), path)
+
+
+def _read_text(file: Path, key: str) -> str:
+    """The file as text: UTF-8 with or without a byte-order mark; errors name the line and say what to do."""
     try:
-        with open(file, encoding="utf-8", newline="") as handle:
-            if file.suffix.lower() == ".csv":
-                reader = csv.DictReader(handle)
-                for row in reader:
-                    yield f"{path}:{reader.line_num}", dict(row)
-            elif file.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-                yield from _parse_jsonl(handle, path)
-            else:
-                raise DataError(f"{path}: unsupported file type {file.suffix!r}; use .jsonl or .csv")
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{file}: cannot read it ({exc.strerror}); check its permissions, or point {key} at a readable file") from None
+    if raw.startswith(codecs.BOM_UTF8):  # Excel and Notepad write one; it is not part of the first field's name
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{file}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}: {exc.reason}); save the file as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {file.name} > {file.stem}.utf8{file.suffix}"
+        ) from None
 
 
 def _read_hf_rows(path: str, subset: str | None, label_field: str | None) -> Iterable[tuple[str, dict[str, Any]]]:

@@ -22,8 +22,13 @@ class TeacherError(Llm2llmError):
 
 
 class RunStateError(Llm2llmError):
-    """The run directory does not match the request (changed config, missing stage output)."""
+    """The run directory does not match the request (changed config, missing stage output, another run writing it,
+    a corrupt state file)."""
 
 
 class BudgetReached(Llm2llmError):
     """The run spent its teacher budget; everything is saved and raising the cap continues it."""
+
+
+class Llm2llmWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints it as one `warning:` line)."""

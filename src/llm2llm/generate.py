@@ -3,7 +3,9 @@ and one-shot's source of examples).
 
 For each parent (a seed example chosen by Select) the teacher is asked for a new example; each reply then goes
 through, in order:
-    parse          the task's parser and validator (and the loop's request_failed / truncated / empty_reply)
+    length         a reply far longer than any seed (quality.max_reply_ratio) is rejected unread: too_long
+    parse          the task's parser and validator (and the loop's request_failed / prompt_too_long / truncated /
+                   empty_reply; prompt_too_long: the teacher refused the request for its size)
     near-duplicate ROUGE-L with D_i (seeds included) or an earlier reply of the batch ≥ quality.near_duplicate_rouge_l
     test overlap   ROUGE-L with a test example ≥ quality.test_overlap_rouge_l: listed, and dropped by default
     verify         a blind verifier answers the new example from seed examples alone; kept only on agreement
@@ -32,6 +34,10 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
     config, task = run.config, run.task
     show = config.teacher.show_student_answer
     answers = (student_answers or {}) if (show if show is not None else config.select.by != "train_errors") else {}
+    # A reply far longer than any seed is a runaway (a server ignoring max_tokens, a model that loops): never parsed,
+    # let alone trained on. 200 characters cover the reply's field names and a line of preamble.
+    longest_seed = max(len(seed.text) + len(seed.label) + sum(map(len, seed.choices or [])) for seed in run.seeds)
+    max_reply_chars = int(config.quality.max_reply_ratio * longest_seed) + 200
     known = RougeIndex([example.text for example in train_set], [example.id for example in train_set])
     test_index = RougeIndex([example.text for example in run.test], [example.id for example in run.test])
     asked: Counter[str] = Counter()  # requests per parent so far: a new round asks with new sample indexes
@@ -57,12 +63,14 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
         candidates = []
         for (key, reply), request, parent in zip(replies, requests, sources):
             try:
+                _check_length(reply, max_reply_chars, longest_seed, config.quality.max_reply_ratio)
                 example = _parse(task, reply, parent, iteration, request.sample_index, run.teacher.name, key)
                 _check_near_duplicate(example, known, config.quality.near_duplicate_rouge_l)
                 _check_test_overlap(example, test_index, config.quality, overlaps)
             except Rejected as rejection:
+                kept = reply.text if rejection.reason != "too_long" else reply.text[:max_reply_chars] + " …"
                 rejected.append({"parent_id": parent.id, "iteration": iteration, "sample_index": request.sample_index,
-                                 "prompt_hash": key, "reason": rejection.reason, "detail": rejection.detail, "reply": reply.text})
+                                 "prompt_hash": key, "reason": rejection.reason, "detail": rejection.detail, "reply": kept})
                 continue
             known.add(example.text, example.id)
             candidates.append((example, parent))
@@ -101,10 +109,17 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
 
 
 # ── the checks, in order ─────────────────────────────────────────────────────────────────────────────
+def _check_length(reply: TeacherReply, max_chars: int, longest_seed: int, ratio: float) -> None:
+    if len(reply.text) > max_chars:
+        raise Rejected("too_long", f"{len(reply.text):,} characters, more than {max_chars:,} "
+                       f"(quality.max_reply_ratio={ratio} x the longest seed, {longest_seed:,})")
+
+
 def _parse(task: Task, reply: TeacherReply, parent: Example, iteration: int, sample_index: int, teacher: str, key: str) -> Example:
     """The new example in a teacher reply, or Rejected with the reason it cannot be trained on."""
     if reply.error:
-        raise Rejected("request_failed", reply.error)
+        # Refused for its size (prompt and max_tokens beyond the teacher's context): this request's problem only.
+        raise Rejected("prompt_too_long" if reply.too_long else "request_failed", reply.error)
     if reply.finish_reason == "length":
         raise Rejected("truncated")
     if not reply.text.strip():

@@ -31,6 +31,7 @@ from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
 from llm2llm.errors import BudgetReached, ConfigError, RunStateError
 from llm2llm.generate import teacher_examples
+from llm2llm.preflight import preflight
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
 from llm2llm.select import choose_parents, stratified_folds, summary, without_fold
@@ -43,18 +44,20 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
     """Set up a run from its config (or resume it) and run the loop. Parts can be passed in (tests, notebooks)."""
     store = RunStore(config.run_dir)
     seeds, test, task = load_data(config)
-    store.open(config, force=force)
-    teacher = teacher or build_teacher(config.teacher, config.seed)
-    verifier = build_teacher(config.quality.verifier, config.seed) if config.quality.verifier else teacher
-    context = RunContext(config, store, task, student or build_student(config.student, config.seed), teacher, verifier,
-                         ReplyCache(store.cache_path), seeds, test, ui or SilentUI())
-    try:
-        llm2llm(context)
-    finally:
-        teacher.close()
-        if verifier is not teacher:
-            verifier.close()
-        context.cache.close()
+    seeds, test = preflight(config, task, seeds, test, student=student, teacher=teacher)  # in seconds, nothing written yet
+    with store.lock():  # one writer per run directory
+        store.open(config, force=force)
+        teacher = teacher or build_teacher(config.teacher, config.seed)
+        verifier = build_teacher(config.quality.verifier, config.seed, "quality.verifier") if config.quality.verifier else teacher
+        context = RunContext(config, store, task, student or build_student(config.student, config.seed), teacher, verifier,
+                             ReplyCache(store.cache_path), seeds, test, ui or SilentUI())
+        try:
+            llm2llm(context)
+        finally:
+            teacher.close()
+            if verifier is not teacher:
+                verifier.close()
+            context.cache.close()
     return store
 
 

@@ -8,6 +8,7 @@ Cache: $LLM2LLM_CACHE_DIR, else ~/.cache/llm2llm.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -74,6 +75,33 @@ def resolve_hf(ref: str) -> str:
     if not (target / "config.json").is_file():
         _dequantize(gguf, target)
     return str(target)
+
+
+def load_tokenizer(ref: str, key: str):
+    """Resolve a model reference and load its config and tokenizer, as the student (or hf teacher) will later: the
+    preflight of `key` (e.g. student.model), in seconds, with a message that names the key and the reference."""
+    try:
+        path = resolve_hf(ref)
+    except ModelError as exc:
+        raise ModelError(f"{key}: {exc}") from None
+    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().is_dir():
+        raise ModelError(f"{key}: {ref} is not a folder; point {key} at a folder with config.json and tokenizer files, "
+                         "a .gguf file, a Hugging Face model id, or a bundled alias (llm2llm models)")
+    try:
+        return _tokenizer(path)
+    except ImportError as exc:
+        raise ModelError(f"{key}: loading {ref!r} needs torch and transformers ({exc.name} is missing): pip install llm2llm") from None
+    except (OSError, ValueError) as exc:  # not a model folder, no such Hub id, offline: transformers says which
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{key}: cannot load {ref!r} ({reason})") from None
+
+
+@functools.lru_cache(maxsize=8)  # a process that runs many runs (compare, tests) loads each tokenizer once
+def _tokenizer(path: str):
+    from transformers import AutoConfig, AutoTokenizer
+
+    AutoConfig.from_pretrained(path)  # the weights' config, so a folder holding only a tokenizer is caught too
+    return AutoTokenizer.from_pretrained(path)
 
 
 def _bundled_gguf(alias: str, bundled: BundledModel) -> Path:

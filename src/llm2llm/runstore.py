@@ -2,6 +2,8 @@
 
 Every write is tmp + rename, so a crash leaves either the old file or the new one. A stage counts as done only
 once its outputs are written and its marker is in state.json; anything else is redone from its inputs.
+One process writes a run directory at a time: `lock()` holds an OS file lock on run.lock (released by the kernel
+when the process ends, however it ends, so a killed run never blocks the next one).
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ import difflib
 import json
 import os
 import shutil
+import socket
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
+from pydantic import ValidationError
 
 from llm2llm.config import Config, config_to_yaml
 from llm2llm.errors import RunStateError
@@ -57,6 +64,37 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    # ── one writer ──────────────────────────────────────────────────────────────────────────────
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process, or raise RunStateError naming the process that holds it."""
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / "run.lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunStateError(
+                f"{self.root} is in use by another llm2llm run ({self._holder()}); a run directory has one writer at a "
+                "time. Wait for that run to finish or stop it, or choose another name= for a run of your own"
+            ) from None
+        try:
+            # Who holds it, for the message above; a separate file, so that a contender never touches the lock's.
+            _atomic_write(self.root / "run.lock.json", json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "command": " ".join(["llm2llm", *sys.argv[1:]])}))
+            yield
+        finally:
+            lock.release()
+
+    def _holder(self) -> str:
+        try:
+            holder = json.loads((self.root / "run.lock.json").read_text(encoding="utf-8"))
+            return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}: {holder['command']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "a process that has not said who it is yet"
+
     # ── config ──────────────────────────────────────────────────────────────────────────────────
     def open(self, config: Config, force: bool = False) -> None:
         """Create the run, or check that a resumed run uses the same config (refused with a diff unless force)."""
@@ -64,8 +102,8 @@ class RunStore:
         frozen_path = self.root / "config.yaml"
         new_text = config_to_yaml(config)
         if frozen_path.is_file():
+            changed = self.changes(config) - RESUMABLE_CHANGES  # reads it first: a corrupt file is named as such
             old_text = frozen_path.read_text(encoding="utf-8")
-            changed = self.changes(config) - RESUMABLE_CHANGES
             if changed and not force:
                 diff = "".join(
                     difflib.unified_diff(
@@ -82,7 +120,7 @@ class RunStore:
     def changes(self, config: Config) -> set[str]:
         """Keys whose value differs between the run's frozen config and `config` (a key newer than the run counts
         only once it leaves its default)."""
-        old = flatten(yaml.safe_load((self.root / "config.yaml").read_text(encoding="utf-8")))
+        old = flatten(self._frozen())
         new, defaults = flatten(config.model_dump(mode="json")), flatten(Config().model_dump(mode="json"))
         return {key for key in old.keys() | new.keys()
                 if old.get(key) != new.get(key) and not (key not in old and new[key] == defaults.get(key))}
@@ -91,7 +129,28 @@ class RunStore:
         path = self.root / "config.yaml"
         if not path.is_file():
             raise RunStateError(f"{self.root} is not a run directory (no config.yaml)")
-        return Config.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        try:
+            return Config.model_validate(self._frozen())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise RunStateError(f"{path}: not a config this version can read ({'.'.join(map(str, first['loc']))}: "
+                                f"{first['msg']}); restore the file, or start a new run with another name=") from None
+
+    def _frozen(self) -> dict[str, Any]:
+        """The frozen config.yaml as a dict; RunStateError when it is not readable YAML of a mapping."""
+        path = self.root / "config.yaml"
+        try:
+            frozen = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            reason = f"not valid YAML: {exc.problem}" if isinstance(exc, yaml.YAMLError) and mark else type(exc).__name__
+            raise RunStateError(f"{where}: cannot read the run's frozen config ({reason}); restore the file, "
+                                "or start a new run with another name=") from None
+        if not isinstance(frozen, dict):
+            raise RunStateError(f"{path}: the run's frozen config is not a mapping of keys; restore the file, or start "
+                                "a new run with another name=")
+        return frozen
 
     # ── layout ──────────────────────────────────────────────────────────────────────────────────
     def iter_dir(self, iteration: int) -> Path:
@@ -114,7 +173,12 @@ class RunStore:
         path = self.root / "state.json"
         if not path.is_file():
             return {"iterations": {}, "finished": False}
-        return json.loads(path.read_text(encoding="utf-8"))
+        state = _read_json(path, "it lists the finished stages: restore it, or delete it to redo every stage (teacher "
+                                 "replies come from teacher_cache.sqlite, so none is paid for twice)")
+        if not isinstance(state, dict) or not isinstance(state.get("iterations"), dict):
+            raise RunStateError(f"{path}: not a state file of llm2llm (no 'iterations'); restore it, or delete it to redo "
+                                "every stage")
+        return state
 
     def done(self, iteration: int, stage: str) -> bool:
         return stage in self.state()["iterations"].get(str(iteration), {})
@@ -136,16 +200,35 @@ class RunStore:
         _atomic_write(self.root / "state.json", json.dumps(state, indent=1))
 
     def _write_metrics(self, iteration: int, stages: dict[str, dict[str, Any]]) -> None:
-        metrics: dict[str, Any] = {"iteration": iteration, "stage_seconds": {}}
-        for stage, info in stages.items():
-            info = dict(info)
-            metrics["stage_seconds"][stage] = info.pop("seconds", None)
-            if stage.startswith("fold_"):  # out-of-fold students: one entry each, not merged into the iteration's
-                metrics.setdefault("folds", {})[stage] = info
-            else:
-                metrics.update(info)
-        _atomic_write(self.iter_dir(iteration) / "metrics.json", json.dumps(metrics, indent=1))
+        _atomic_write(self.iter_dir(iteration) / "metrics.json", json.dumps(_metrics(iteration, stages), indent=1))
 
     def metrics(self, iteration: int) -> dict[str, Any]:
         path = self.root / f"iter_{iteration:03d}" / "metrics.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"iteration": iteration}
+        if not path.is_file():
+            return {"iteration": iteration}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            # metrics.json is state.json's entry for the iteration, flattened: read it from there instead.
+            return _metrics(iteration, self.state()["iterations"].get(str(iteration), {}))
+
+
+def _metrics(iteration: int, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An iteration's metrics: every finished stage's info in one mapping, their durations under stage_seconds."""
+    metrics: dict[str, Any] = {"iteration": iteration, "stage_seconds": {}}
+    for stage, info in stages.items():
+        info = dict(info)
+        metrics["stage_seconds"][stage] = info.pop("seconds", None)
+        if stage.startswith("fold_"):  # out-of-fold students: one entry each, not merged into the iteration's
+            metrics.setdefault("folds", {})[stage] = info
+        else:
+            metrics.update(info)
+    return metrics
+
+
+def _read_json(path: Path, remedy: str) -> Any:
+    """A JSON file of the run directory; RunStateError naming it (and what to do) when it is unreadable or corrupt."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunStateError(f"{path}: cannot read it ({exc}); {remedy}") from None

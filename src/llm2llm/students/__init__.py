@@ -31,4 +31,4 @@ STUDENTS = {"hf": "llm2llm.students.hf:HFStudent"}
 
 
 def build_student(config: StudentConfig, seed: int) -> Student:
-    return load_class(config.type, STUDENTS, "student.type")(config, seed)
+    return load_class(config.type, STUDENTS, "student.type", Student, "llm2llm.students")(config, seed)

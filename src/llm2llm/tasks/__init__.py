@@ -2,7 +2,7 @@
 
 The loop, students and teachers only see chat messages and strings. A task is built from the config and the
 seed set (classification infers its labels from the seeds). Add a task type with a class that follows `Task`
-and either a `TASKS` entry or `task.type: package.module:Class`.
+and either a `TASKS` entry, an entry point in the group `llm2llm.tasks`, or `task.type: package.module:Class`.
 """
 
 from __future__ import annotations
@@ -73,6 +73,6 @@ TASKS = {
 
 
 def build_task(config: TaskConfig, seeds: list[Example]) -> Task:
-    task = load_class(config.type, TASKS, "task.type")(config, seeds)
+    task = load_class(config.type, TASKS, "task.type", Task, "llm2llm.tasks")(config, seeds)
     task.validate(seeds)
     return task

@@ -45,6 +45,7 @@ class TeacherReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed after its retries
+    too_long: bool = False  # with error: the server refused this one request for its size (rejected as prompt_too_long)
     cached: bool = False
     retries: int = 0  # attempts beyond the first (stored in the cache; rows written before it read as 0)
     tokens_estimated: bool = False  # the server sent no usage: token counts are characters / 4
@@ -61,6 +62,10 @@ class Teacher(Protocol):
         """One reply. Raise TeacherError for failures no retry can fix (bad key, unknown model)."""
 
     def close(self) -> None: ...
+
+    # Optional: `check(self, key: str) -> None`, called before a run writes anything, raises an Llm2llmError naming
+    # the config key, URL, variable or path when this teacher cannot serve (preflight.py). Teachers without it are
+    # trusted until their first request.
 
 
 TEACHERS = {
@@ -87,8 +92,9 @@ def price(config: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> 
     return (prompt_tokens * config.price_input_per_1m + completion_tokens * config.price_output_per_1m) / 1e6
 
 
-def build_teacher(config: TeacherConfig, seed: int) -> Teacher:
-    return load_class(config.type, TEACHERS, "teacher.type")(config, seed)
+def build_teacher(config: TeacherConfig, seed: int, key: str = "teacher") -> Teacher:
+    """The teacher `config` describes; `key` is where it sits in the config (teacher, quality.verifier) for messages."""
+    return load_class(config.type, TEACHERS, f"{key}.type", Teacher, "llm2llm.teachers")(config, seed)
 
 
 def request_key(teacher: Teacher, request: TeacherRequest) -> str:
@@ -154,7 +160,8 @@ def generate(
         else:  # called from async code (a notebook): run on a thread with its own loop
             with ThreadPoolExecutor(max_workers=1) as runner:
                 runner.submit(asyncio.run, sending).result()
-    failed = [reply for reply in replies if reply is not None and reply.error]
+    # A request refused for its size is that request's problem (rejected as prompt_too_long), not the endpoint's.
+    failed = [reply for reply in replies if reply is not None and reply.error and not reply.too_long]
     if requests and len(failed) / len(requests) > max_failure_ratio:
         raise TeacherError(
             f"teacher {teacher.name}: {len(failed)} of {len(requests)} requests failed after their retries "

@@ -22,6 +22,12 @@ class HFTeacher:
     def params(self) -> dict[str, Any]:
         return sampling_params(self.config, self.seed)
 
+    def check(self, key: str = "teacher") -> None:
+        """Preflight: the model resolves and its tokenizer loads (the weights load on the first request)."""
+        from llm2llm.models import load_tokenizer
+
+        load_tokenizer(self.config.model, f"{key}.model")
+
     def _load(self):
         if self._loaded is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer

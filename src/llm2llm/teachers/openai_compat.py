@@ -6,25 +6,35 @@ is never written to disk, logs or error messages.
 Requests go through the SDK's async client, so `generate` keeps `teacher.max_concurrency` of them in flight on
 one event loop. Retries are ours, not the SDK's (its client is made with max_retries=0), so that every reply can say how many it
 took: connection errors, timeouts, 429, 5xx and malformed bodies are retried with exponential backoff and full
-jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once.
+jitter, or after the server's Retry-After; 400/401/403/404 stop the run at once, except a request refused for its
+size (the prompt and max_tokens beyond the model's context), which is that request's rejection (prompt_too_long).
+`check()` is the preflight: key variable, endpoint, model, in seconds and before a run writes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import os
+import re
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from llm2llm.config import TeacherConfig
-from llm2llm.errors import TeacherError
+from llm2llm.errors import ModelError, TeacherError
 from llm2llm.teachers import TeacherReply, TeacherRequest, estimate_tokens, sampling_params
 
 
 OPENAI_URL = "https://api.openai.com/v1"
+CHECK_TIMEOUT_S = 10.0  # preflight: an endpoint that has not answered by now is reported, not waited for
+
+# How servers say a request does not fit the model's context: OpenAI (code context_length_exceeded), vLLM ("maximum
+# context length is ..."), llama.cpp (type exceed_context_size_error, "exceeds the available context size").
+_TOO_LONG = re.compile(r"context_length_exceeded|exceed_context_size|context (?:length|size|window)|maximum context|"
+                       r"too many tokens|prompt is too long", re.IGNORECASE)
 
 
 def _is_local(base_url: str) -> bool:
@@ -42,6 +52,15 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, _MalformedReply)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def _is_too_long(exc: BaseException) -> bool:
+    """The server refused this request for its size: 413, or a 400 whose body speaks of the context length."""
+    import openai
+
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 413):
+        return False
+    return exc.status_code == 413 or bool(_TOO_LONG.search(f"{exc.message} {json.dumps(exc.body, default=str)}"))
 
 
 def _retry_after_s(exc: BaseException | None) -> float | None:
@@ -129,6 +148,8 @@ class OpenAITeacher:
             detail = f"HTTP {exc.status_code} ({type(exc).__name__}: {getattr(exc, 'message', exc)})"
         elif isinstance(exc, _MalformedReply):
             detail = f"malformed reply ({exc})"
+        elif isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None:  # the SDK's own text says little
+            detail = f"{type(exc).__name__}: {exc.__cause__}"
         else:
             detail = f"{type(exc).__name__}: {exc}"
         return self._redact(detail)[:200]
@@ -150,6 +171,9 @@ class OpenAITeacher:
             raise _MalformedReply(f"{type(exc).__name__}: {exc}") from None
         if isinstance(response, str):  # the SDK hands back the raw text when the content type is not JSON
             raise _MalformedReply(f"not JSON: {response[:60]!r}")
+        choices = getattr(response, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:  # a proxy's or overloaded server's empty body
+            raise _MalformedReply("a reply without choices")
         return response
 
     def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
@@ -182,20 +206,20 @@ class OpenAITeacher:
                     attempts = attempt.retry_state.attempt_number
                     response = await self._create(client, model, request, params, seed)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError, openai.BadRequestError) as exc:
+            if _is_too_long(exc):  # this one request does not fit the model's context; the others may
+                return TeacherReply(text="", error=self._reason(exc), too_long=True, retries=attempts - 1)
             # Retrying cannot fix these: stop the run and say where.
             detail = self._redact(str(getattr(exc, "message", exc)))[:300]
             raise TeacherError(
                 f"teacher endpoint {base_url} refused model {model!r}: HTTP {exc.status_code} ({detail})"
             ) from None
         except (openai.APIError, _MalformedReply) as exc:
-            # Transient failures that outlived their retries, or other statuses (409, 422, ...) sent once.
+            # Transient failures that outlived their retries, or other statuses (409, 413, 422, ...) sent once.
             plural = "s" if attempts != 1 else ""
-            return TeacherReply(text="", error=f"{self._reason(exc)} after {attempts} attempt{plural}", retries=attempts - 1)
+            return TeacherReply(text="", error=f"{self._reason(exc)} from {base_url} after {attempts} attempt{plural}",
+                                retries=attempts - 1, too_long=_is_too_long(exc))
         retries = attempts - 1
-        choices = getattr(response, "choices", None)
-        if not choices:
-            return TeacherReply(text="", error="reply without choices", retries=retries)
-        choice = choices[0]
+        choice = response.choices[0]
         text = choice.message.content or ""
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None)
@@ -214,6 +238,51 @@ class OpenAITeacher:
             tokens_estimated=estimated,
             cached_prompt_tokens=getattr(details, "cached_tokens", None) or 0,
         )
+
+    def check(self, key: str = "teacher") -> None:
+        """Preflight, in seconds: the key's variable is set, the endpoint answers, and it serves the model (in its
+        models list, or one request of one token when the list does not name it). TeacherError names what to fix."""
+        import openai
+
+        base_url, model, variable = self.config.base_url or OPENAI_URL, self.config.model, self.config.api_key_env
+        api_key = os.environ.get(variable)
+        if not api_key and not _is_local(base_url):
+            raise TeacherError(f"{key}.api_key_env: the environment variable {variable} is not set; export your API key "
+                               f"for {base_url} there, or set {key}.api_key_env to the variable that holds it")
+        self._key = api_key or None
+        client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
+                               timeout=min(self.config.timeout_s, CHECK_TIMEOUT_S))
+
+        def refused(exc: BaseException, unserved: str = "") -> TeacherError:
+            """The error that names what to fix: the URL, the key's variable, or (`unserved`) the model."""
+            if isinstance(exc, openai.APIConnectionError):
+                return TeacherError(f"{key}.base_url: cannot reach {base_url} ({self._reason(exc)}); start the server, "
+                                    f"or fix {key}.base_url")
+            if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+                return TeacherError(f"{key}.api_key_env: {base_url} refused the key in ${variable} ({self._reason(exc)}); "
+                                    "check the key and its access to the model")
+            return TeacherError(f"{key}.model: {unserved} ({self._reason(exc)})")
+
+        try:
+            try:
+                served = [entry.id for entry in client.models.list().data]
+            except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise refused(exc) from None
+            except (openai.APIError, json.JSONDecodeError):
+                served = []  # no models list at this endpoint (some servers have none): one tiny request tells instead
+            if model in served:
+                return
+            try:
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+            except (openai.NotFoundError, openai.BadRequestError) as exc:
+                listed = f"; it serves {', '.join(served[:8])}" if served else f"; is {key}.base_url right (most end in /v1)?"
+                raise refused(exc, f"{base_url} does not serve {model!r}{listed}") from None
+            except (openai.APIConnectionError, openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise refused(exc) from None
+            except openai.APIError:
+                pass  # up but busy or flaky (429, 5xx): the run's retries deal with that
+        finally:
+            client.close()
 
     async def aclose(self) -> None:
         """Close this loop's client (before its loop ends: its connections belong to that loop)."""
@@ -244,6 +313,19 @@ class LocalTeacher(OpenAITeacher):
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
+
+    def check(self, key: str = "teacher") -> None:
+        """Preflight: the GGUF is present (a bundled alias installed and verified) and xllamacpp can serve it. The
+        server itself starts on the first request."""
+        from llm2llm.models import resolve_gguf
+
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise TeacherError(f"{key}.type=local serves the GGUF with xllamacpp, which is not installed: "
+                               "pip install 'llm2llm[local]'")
+        try:
+            resolve_gguf(self.config.model)
+        except ModelError as exc:
+            raise ModelError(f"{key}.model: {exc}") from None
 
     def _endpoint(self) -> tuple[str, str]:
         if self._server is None:

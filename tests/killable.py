@@ -1,0 +1,58 @@
+"""Parts for tests that SIGKILL a real `llm2llm run` process (test_kill.py), loaded by it as `module:Class`.
+
+`LoggingTeacher` appends every reply it delivers to the file named by $LLM2LLM_TEST_CALL_LOG, so the requests paid for
+can be counted across processes. Both parts stop the process dead at the point named by $LLM2LLM_TEST_PAUSE, after
+writing its pid to $LLM2LLM_TEST_PAUSED, and wait there to be killed:
+- `finetune-start:<i>`: iteration i's fine-tune is about to begin, nothing of it written (a stage boundary);
+- `finetune-step:<i>`: after its first optimizer step (mid-stage);
+- `generate:<n>`: the n-th teacher request hangs unanswered while the other worker goes on (mid-stage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from llm2llm.students.hf import HFStudent
+from llm2llm.teachers import TeacherReply, TeacherRequest
+
+from scripted import ScriptedTeacher
+
+
+def pause_at(point: str) -> None:
+    if os.environ.get("LLM2LLM_TEST_PAUSE") != point:
+        return
+    Path(os.environ["LLM2LLM_TEST_PAUSED"]).write_text(str(os.getpid()))
+    while True:  # until SIGKILL
+        time.sleep(60)
+
+
+class LoggingTeacher(ScriptedTeacher):
+    _lock = threading.Lock()
+    _started = 0
+
+    def complete(self, request: TeacherRequest, seed: int) -> TeacherReply:
+        with LoggingTeacher._lock:
+            LoggingTeacher._started += 1
+            number = LoggingTeacher._started
+        pause_at(f"generate:{number}")  # before the reply exists: nothing is paid for this one
+        reply = super().complete(request, seed)
+        with LoggingTeacher._lock, open(os.environ["LLM2LLM_TEST_CALL_LOG"], "a", encoding="utf-8") as log:
+            log.write(json.dumps(request.messages[-1]["content"]) + "\n")
+        return reply
+
+
+class PausingStudent(HFStudent):
+    def train(self, pairs, out_dir, advance=None, init_from=None):
+        iteration = int(out_dir.parent.name.removeprefix("iter_"))
+        pause_at(f"finetune-start:{iteration}")
+
+        def step(n: int) -> None:
+            if advance:
+                advance(n)
+            pause_at(f"finetune-step:{iteration}")
+
+        return super().train(pairs, out_dir, step, init_from)
