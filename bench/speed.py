@@ -6,10 +6,11 @@ dtype it trains in, and prediction prompts/s (greedy generation against scoring 
 Training data: the task's paper-sized seed set from ../shared/data (TREC-60 by default; the packaged demo tickets
 where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Rows:
 - the CPU capability and the matmul peak (2048², and at the model's own MLP shape) in fp32 and bf16;
-- HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position: the path
-  before the shared-prefix change) and the default path, same seed and batches: tokens/s (tokens of the examples as
-  written), speed-up, model FLOPs utilisation (6·N per example token, against the peak in the training dtype) and
-  the share of tokens the new path actually computed; final loss and seed accuracy of both, which must agree;
+- HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position) and the
+  allocator as before (the path before the speed work), the same with freed memory kept (hf._keep_freed_memory),
+  and the default path; same seed and batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
+  utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
+  actually computed; final loss and seed accuracy of each, which must agree;
 - prediction on --predict test prompts: greedy generation and label scoring, prompts/s and their agreement.
 """
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from llm2llm.config import load_config  # noqa: E402
 from llm2llm.loop import load_data  # noqa: E402
 from llm2llm.models import resolve_hf  # noqa: E402
+from llm2llm.students import hf  # noqa: E402
 from llm2llm.students.hf import HFStudent  # noqa: E402
 
 
@@ -85,8 +87,13 @@ def main() -> None:
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
 
     trained = {}
+    keep_freed_memory = hf._keep_freed_memory
     with tempfile.TemporaryDirectory() as tmp:
-        for name, plain in (("old: plain forward", True), ("new: shared prefix, head at targets", False)):
+        # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
+        # it, to tell the two changes apart; then the new path.
+        for name, plain, allocator in (("old: plain forward", True, False), ("old forward, freed memory kept", True, True),
+                                       ("new: shared prefix, head at targets", False, True)):
+            hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
             student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
             stats = student.train(pairs, Path(tmp) / name)
             answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")

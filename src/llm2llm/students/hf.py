@@ -7,9 +7,11 @@ little padding, which is most of the speed on CPU.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,23 @@ def _import_torch():
     except ImportError as exc:
         raise ModelError(f"the hf student needs torch and transformers ({exc.name} is missing): pip install llm2llm") from None
     return torch
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse instead of returning every large block to the OS at once.
+
+    Each training step of a tied-embedding model makes fresh 100+ MB gradient buffers (the 49k-word embedding);
+    glibc serves blocks that large with mmap and unmaps them when freed, so every step page-faults them in again.
+    Serving them from the heap and not trimming it (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB) makes CPU
+    training about 15% faster (bench/speed.py); the process keeps up to 1 GiB of freed memory. Linux/glibc only."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
 
 
 def encode_prompt(tokenizer, messages: Messages) -> list[int]:
@@ -133,6 +152,8 @@ class HFStudent:
         self._in_memory = None
         torch.manual_seed(self.seed)
         compute_dtype = self._dtype()
+        if not torch.cuda.is_available():
+            _keep_freed_memory()
         # Trained weights stay float32 with bf16/fp16 autocast for the matmuls: in pure bf16, AdamW updates
         # at fine-tuning learning rates are below the weights' resolution and are lost. A frozen LoRA base
         # can live in the compute dtype.
