@@ -8,9 +8,11 @@ import json
 import re
 
 import pytest
+from typer.testing import CliRunner
 
 from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
 from llm2llm import report, report_html
+from llm2llm.cli import app
 from llm2llm.compare import Method, compare
 from llm2llm.config import load_config
 from llm2llm.data import read_jsonl
@@ -128,6 +130,9 @@ def test_the_compare_page_renders_in_chromium(tmp_path, data_files):
 
     compare(config, [], [Method.parse("finetune"), Method.parse("llm2llm")], 2, run_one)
     page_file = tmp_path / "runs" / "cmp" / "compare.html"
+    page_file.unlink()
+    result = CliRunner().invoke(app, ["report", str(page_file.parent)])  # `report` on a comparison writes its page again
+    assert result.exit_code == 0 and page_file.is_file(), result.output
     with page_for(page_file, tmp_path / "profile") as (page, requests, errors):
         assert page.locator("#compare-chart .bar").count() == 2
         assert page.locator("#compare-table tbody tr").count() == 2

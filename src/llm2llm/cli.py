@@ -272,13 +272,20 @@ def _print_run_status(store, run_dir: Path) -> None:
 
 
 @app.command("report")
-def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
-    """Print the per-iteration table; write report.md, accuracy.png and report.html into the run directory."""
+def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo, or where `compare` put its runs.")) -> None:
+    """Print the per-iteration table; write report.md, accuracy.png and report.html into the run directory (for a
+    comparison: compare.html from compare.json)."""
 
     def action() -> None:
-        from llm2llm import report
+        import json
+
+        from llm2llm import report, report_html
         from llm2llm.runstore import RunStore
 
+        if not (run_dir / "config.yaml").is_file() and (run_dir / "compare.json").is_file():
+            summary = json.loads((run_dir / "compare.json").read_text(encoding="utf-8"))
+            console.print(f"wrote {report_html.write_compare(summary, run_dir, run_dir.name)}", markup=False)
+            return
         store = RunStore(run_dir)
         console.print(report.table(store))
         for path in report.write(store):

@@ -27,7 +27,10 @@
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(NS, tag);
     for (const [key, value] of Object.entries(attrs || {})) if (value !== null && value !== undefined) node.setAttribute(key, value);
-    for (const child of children.flat()) if (child) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue; // 0 is a tick label
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
     return node;
   }
   const pct = (v) => (v === null || v === undefined ? "—" : (100 * v).toFixed(1) + "%");
@@ -47,11 +50,12 @@
 
   // ── a line chart: x a number (iteration, step), y a number; gaps where a value is missing ─────────
   function lineChart(opts) {
-    const W = 560, H = 310, L = 54, R = 16, T = 30, B = 44;
+    const W = 560, H = 330, L = 54, R = 16, T = 30 + 16 * Math.ceil(opts.series.length / 3), B = 44;
     const points = opts.series.flatMap((s) => s.points.filter((p) => p[1] !== null && p[1] !== undefined));
     const xs = opts.xs.length ? opts.xs : [0];
     let x0 = Math.min(...xs), x1 = Math.max(...xs);
     if (x0 === x1) { x0 -= 0.5; x1 += 0.5; }
+    if (opts.integerX) { const pad = 0.15 * (x1 - x0); x0 -= pad; x1 += pad; } // end points off the axes
     let y0 = points.length ? Math.min(...points.map((p) => p[1])) : 0, y1 = points.length ? Math.max(...points.map((p) => p[1])) : 1;
     if (opts.percent) { y0 = Math.max(0, Math.floor(y0 * 10 - 0.5) / 10); y1 = Math.min(1, Math.ceil(y1 * 10 + 0.5) / 10); }
     if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
@@ -62,7 +66,7 @@
       chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: Y(t), y2: Y(t) }));
       chart.append(svg("text", { class: "tick", x: L - 6, y: Y(t) + 4, "text-anchor": "end" }, opts.percent ? Math.round(100 * t) + "%" : +t.toFixed(3)));
     }
-    const xTicks = opts.integerX && x1 - x0 <= 20 ? opts.xs : niceTicks(x0, x1, 6);
+    const xTicks = opts.integerX && x1 - x0 <= 24 ? [...new Set(opts.xs)] : niceTicks(Math.min(...xs), Math.max(...xs), 6);
     for (const t of xTicks) chart.append(svg("text", { class: "tick", x: X(t), y: H - B + 16, "text-anchor": "middle" }, t));
     chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
     chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
@@ -92,9 +96,10 @@
         }
       }
       chart.append(group);
-      const ly = T + 4 + 16 * k;
-      chart.append(svg("line", { x1: W - R - 150, x2: W - R - 132, y1: ly, y2: ly, stroke: s.color, "stroke-width": 3 }));
-      chart.append(svg("text", { x: W - R - 126, y: ly + 4 }, s.name));
+      // The legend: rows of three above the plot, clear of the lines.
+      const lx = L + (k % 3) * 165, ly = 34 + 16 * Math.floor(k / 3);
+      chart.append(svg("line", { x1: lx, x2: lx + 18, y1: ly, y2: ly, stroke: s.color, "stroke-width": 3 }));
+      chart.append(svg("text", { x: lx + 24, y: ly + 4 }, s.name));
     });
     return chart;
   }
