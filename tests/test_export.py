@@ -90,9 +90,11 @@ def test_the_dataset_card_says_what_the_rows_are_and_how_they_were_made(lora_run
         assert cells[cells.index(reason) + 1] == str(count)
     assert f"Teacher replies rejected ({metrics['rejected']} of {metrics['requests']})" in card
     assert "`scripted-teacher`" in card and "Blind verifier (on)" in card and "ROUGE-L ≥ 0.95" in card
-    assert "Made by: `llm2llm run config.yaml`" in card and f"Exported by: `llm2llm export {lora_run.root} --out" in card
+    assert "Made by: `llm2llm run run_config.yaml`" in card and f"Exported by: `llm2llm export {lora_run.root} --out" in card
     assert "## Terms of use" in card and "terms of use govern what its output may be used for" in card
-    assert (exported / "dataset" / "config.yaml").read_text() == (lora_run.root / "config.yaml").read_text()
+    assert (exported / "dataset" / "run_config.yaml").read_text() == (lora_run.root / "config.yaml").read_text()
+    status = invoke("status", lora_run.root)  # the export inside the run is not taken for a run of its own
+    assert status.exit_code == 0 and "compare" not in status.output
 
 
 def _generate(folder, messages_list):
@@ -245,3 +247,44 @@ def test_push_to_hub_needs_a_token_and_the_network(scripted_run, tmp_path, monke
     result = invoke("export", root, "--no-student", "--push-to-hub", "me/tickets")
     assert result.exit_code == 2 and "--push-to-hub me/tickets: the Hugging Face Hub refused or could not be reached" in one_line(result)
     assert "the export itself is complete" in one_line(result) and (root / "export" / "dataset" / "train.parquet").is_file()
+
+
+def test_a_failed_export_leaves_the_earlier_one_whole(scripted_run, tmp_path, monkeypatch):
+    import llm2llm.export
+    from llm2llm.export import export
+
+    out = tmp_path / "exports" / "out"
+    export(scripted_run.root, out, with_student=False)
+    before = (out / "dataset" / "train.jsonl").read_text()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(llm2llm.export, "dataset_card", broken)
+    with pytest.raises(OSError):
+        export(scripted_run.root, out, iteration=0, with_student=False)
+    assert (out / "dataset" / "train.jsonl").read_text() == before  # still the first export, whole
+    assert [path.name for path in out.parent.iterdir()] == ["out"]  # no temporary folder left behind
+
+
+def test_multiple_choice_rows_keep_their_choices(tmp_path):
+    from llm2llm.data import Example, write_jsonl as write_examples
+    from llm2llm.export import export
+    from llm2llm.runstore import RunStore
+
+    config = load_config(None, ["task.type=multiple_choice", "data.choices_field=choices", f"output_dir={tmp_path}", "name=mc",
+                                "loop.iterations=1"])
+    store = RunStore(config.run_dir)
+    store.open(config)
+    seeds = [Example(id=f"s{k}", text=f"Which holds? {k}", label=str(k % 2), choices=["yes", "no"], origin="seed",
+                     source=f"/home/someone/data/mc.jsonl:{k + 1}") for k in range(4)]
+    write_examples(store.iter_dir(0) / "train.jsonl", seeds)
+    store.mark_done(0, "finetune", {"train_examples": 4})
+    store.set_finished(True, "completed 1 iterations")
+    manifest = export(store.root, tmp_path / "out", with_student=False)
+    import datasets
+
+    rows = datasets.load_from_disk(str(tmp_path / "out" / "dataset_arrow")).to_list()
+    assert manifest["rows"] == 4 and rows[1]["choices"] == ["yes", "no"] and rows[1]["label"] == "1"
+    assert rows[0]["source"] == "mc.jsonl:1"  # the file's name, not the machine's path
+    assert "## Rows by label" in (tmp_path / "out" / "dataset" / "README.md").read_text()

@@ -5,7 +5,7 @@
         README.md              dataset card: counts by label, teacher and verifier, filters and rejections, the command
         train.jsonl            one row per example with its lineage (origin, parent_id, iteration, teacher, prompt_hash,
         train.parquet          verifier_verdict)
-        config.yaml            the run's frozen config
+        run_config.yaml        the run's frozen config (not config.yaml: a folder holding one is taken for a run)
       dataset_arrow/           the same rows as a `datasets` folder: datasets.load_from_disk(...)
       student/                 the chosen iteration's student as a model folder (student_export.py)
       export.json              what was exported, from which run and iteration
@@ -135,7 +135,7 @@ def _write_dataset(store: RunStore, config: Config, chosen: Chosen, rows: list[d
     with open(folder / "train.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     dataset.to_parquet(str(folder / "train.parquet"))
-    shutil.copy2(store.root / "config.yaml", folder / "config.yaml")
+    shutil.copy2(store.root / "config.yaml", folder / "run_config.yaml")
     (folder / "README.md").write_text(dataset_card(store, config, chosen, rows, command), encoding="utf-8")
     dataset.save_to_disk(str(work / "dataset_arrow"))
 
@@ -195,7 +195,7 @@ def _provenance(store: RunStore, config: Config, rows: list[dict[str, Any]], com
         f"(ROUGE-L ≥ {quality.test_overlap_rouge_l} with a test row: {'dropped' if quality.drop_test_overlap else 'kept and listed'}), "
         f"replies longer than {quality.max_reply_ratio}× the longest seed, and the task's own parser and checks",
         f"- Student: `{config.student.model}` ({config.student.finetune} fine-tune, {config.student.epochs} epochs)",
-        "- Made by: `llm2llm run config.yaml`, with the run's frozen config beside this card ([config.yaml](config.yaml))"
+        "- Made by: `llm2llm run run_config.yaml`, with the run's frozen config beside this card ([run_config.yaml](run_config.yaml))"
         + (f"; the command recorded in the run: `{made_by}`" if made_by else ""),
     ]
     if command:
