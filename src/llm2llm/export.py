@@ -282,7 +282,7 @@ def push(out: Path, repo: str, token: str, with_student: bool) -> list[str]:
             url = api.create_repo(repo, repo_type=kind, private=True, exist_ok=True)
             api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type=kind, commit_message="llm2llm export")
             urls.append(str(url))
-    except Exception as exc:  # noqa: BLE001 - network, auth, permissions: each is one line for the user, not a traceback
+    except Exception as exc:  # network, auth, permissions: each is one line for the user, not a traceback
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"--push-to-hub {repo}: the Hugging Face Hub refused or could not be reached ({type(exc).__name__}: "
                           f"{reason}); the export itself is complete in {out}, run again to retry the upload") from None

@@ -108,12 +108,11 @@ def model_card(store: RunStore, config: Config, chosen: Chosen, info: dict[str, 
                   "loads it onto that base when peft is installed. A bundled student's base is a folder on the machine "
                   "that ran the loop (its GGUF weights, dequantized): export without --adapter to share a model that "
                   "stands alone.", ""]
-    percent = lambda value: "—" if value is None else f"{value:.1%}"  # noqa: E731
     lines += ["## Accuracy", "", "Seed accuracy is measured on the seeds the student trained on; out-of-fold accuracy on "
               "seeds held out of training (select.by=out_of_fold), and test accuracy on the run's test set.", "",
               tables.table(["iteration", "training rows", "seed", "out-of-fold", "test"], [
                   [f"**{m['iteration']}** (this one)" if m["iteration"] == i else m["iteration"], m.get("train_examples", "—"),
-                   percent(m.get("seed_accuracy")), percent(m.get("oof_accuracy")), percent(m.get("test_accuracy"))]
+                   _percent(m.get("seed_accuracy")), _percent(m.get("oof_accuracy")), _percent(m.get("test_accuracy"))]
                   for m in metrics]), ""]
     messages = json.dumps(info["prompt"], indent=1, ensure_ascii=False)
     lines += ["## Use", "", "Prompt it as it was trained: the messages below (the task's system message and the text as "
@@ -137,3 +136,7 @@ def model_card(store: RunStore, config: Config, chosen: Chosen, info: dict[str, 
               f"- Trained from the base weights at every iteration (paper §3.1); seed {config.seed}",
               "- LLM2LLM: Lee et al., 2024, [arXiv 2403.15042](https://arxiv.org/abs/2403.15042)", ""]
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"

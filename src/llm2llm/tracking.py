@@ -72,7 +72,7 @@ def tracking(config: Config, store: RunStore) -> Iterator[None]:
             if not entry.get("config_logged"):
                 trackers[name].log_config(config)
                 entry["config_logged"] = True
-        except Exception as exc:  # noqa: BLE001 - whatever the tracker raises (an unreachable server, a bad URI), say which
+        except Exception as exc:  # whatever the tracker raises (an unreachable server, a bad URI), say which
             for started in trackers.values():
                 started.close(failed=True)
             raise ConfigError(f"report_to: {name} could not start ({type(exc).__name__}: {exc}); fix it, or remove {name} "
@@ -86,7 +86,7 @@ def tracking(config: Config, store: RunStore) -> Iterator[None]:
                 continue
             try:
                 _log_stage(tracker, store, iteration, stage, info)
-            except Exception as exc:  # noqa: BLE001 - a tracker only watches: its failure must not cost hours of training
+            except Exception as exc:  # a tracker only watches: its failure must not cost hours of training
                 warnings.warn(f"report_to: {name} failed ({type(exc).__name__}: {exc}); the run goes on without it",
                               Llm2llmWarning, stacklevel=2)
                 del trackers[name]
