@@ -48,9 +48,12 @@ def page_for(html_file: Path, profile: Path, width: int = 1200, height: int = 90
     executable = chromium()
     requests, errors = [], []
     with sync_playwright() as playwright:
-        # A fresh profile per test: nothing from another run of the browser leaks in.
+        # A fresh profile per test: nothing from another run of the browser leaks in. Its home, config and cache
+        # folders too (crash-report settings, dconf), which it would otherwise write under ~ whatever the profile.
+        home = {"HOME": str(profile / "home"), "XDG_CONFIG_HOME": str(profile / "config"), "XDG_CACHE_HOME": str(profile / "cache")}
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=executable, headless=True, args=FLAGS, viewport={"width": width, "height": height})
+            str(profile / "profile"), executable_path=executable, headless=True, args=FLAGS, env={**os.environ, **home},
+            viewport={"width": width, "height": height})
         try:
             page = context.new_page()
             page.on("request", lambda request: requests.append(request.url))
