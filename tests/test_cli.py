@@ -169,7 +169,8 @@ def test_every_readme_command_exists():
         options = {opt for param in command.params for opt in getattr(param, "opts", [])}
         for flag in (w for w in words[2:] if w.startswith("--")):
             assert flag in options, f"README uses unknown flag {flag} of {words[1]}"
-    tested = {"run", "demo", "status", "report", "config", "models", "estimate", "compare"}  # estimate: test_estimate.py
+    # estimate: test_estimate.py; export, predict: test_export.py
+    tested = {"run", "demo", "status", "report", "config", "models", "estimate", "compare", "export", "predict"}
     assert {words[1] for words in lines} <= tested
 
 

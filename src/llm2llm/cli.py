@@ -1,4 +1,4 @@
-"""Command line: `llm2llm run|demo|compare|estimate|status|report|config|models`. Exit codes are decided here and only here.
+"""Command line: `llm2llm run|demo|compare|estimate|status|report|export|predict|config|models`. Exit codes are decided here and only here.
 
 0 success · 2 a problem the user can fix (config, data, model, teacher refusal, changed run) · 130 interrupted
 (run the same command again to resume) · 1 an internal error (traceback written to a log file, not the screen).
@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import traceback
 import warnings
@@ -271,17 +272,84 @@ def _print_run_status(store, run_dir: Path) -> None:
 
 
 @app.command("report")
-def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo.")) -> None:
-    """Print the per-iteration table; write report.md and accuracy.png into the run directory."""
+def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.g. runs/demo, or where `compare` put its runs.")) -> None:
+    """Print the per-iteration table; write report.md, accuracy.png and report.html into the run directory (for a
+    comparison: compare.html from compare.json)."""
 
     def action() -> None:
-        from llm2llm import report
+        import json
+
+        from llm2llm import report, report_html
         from llm2llm.runstore import RunStore
 
+        if not (run_dir / "config.yaml").is_file() and (run_dir / "compare.json").is_file():
+            summary = json.loads((run_dir / "compare.json").read_text(encoding="utf-8"))
+            console.print(f"wrote {report_html.write_compare(summary, run_dir, run_dir.name)}", markup=False)
+            return
         store = RunStore(run_dir)
         console.print(report.table(store))
         for path in report.write(store):
             console.print(f"wrote {path}", markup=False)
+
+    _guarded(action)
+
+
+@app.command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/demo."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: RUN_DIR/export); an earlier export there is replaced."),
+    iteration: Optional[int] = typer.Option(None, "--iteration", help="Export this iteration (default: the run's best by out-of-fold accuracy, else its last)."),
+    adapter: bool = typer.Option(False, "--adapter", help="Keep a LoRA student as an adapter rather than merging it into its base weights."),
+    no_student: bool = typer.Option(False, "--no-student", help="Export the dataset only."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO", help="Then upload the dataset to the Hub dataset repo REPO and the student to the model repo REPO (private when new); needs a token (hf auth login)."),
+) -> None:
+    """Write the grown dataset (JSONL, Parquet, a datasets folder, a card) and the student (a model folder) of a finished run."""
+
+    def action() -> None:
+        from llm2llm.export import export
+
+        _quiet_transformers()
+        # The command as parsed (sys.argv is a test runner's or a notebook's when the app is called from Python).
+        command = shlex.join(["llm2llm", "export", str(run_dir), *(["--out", str(out)] if out else []),
+                              *(["--iteration", str(iteration)] if iteration is not None else []), *(["--adapter"] if adapter else []),
+                              *(["--no-student"] if no_student else []), *(["--push-to-hub", push_to_hub] if push_to_hub else [])])
+        manifest = export(run_dir, out, iteration, with_student=not no_student, adapter=adapter, push_to_hub=push_to_hub,
+                          command=command)
+        root = Path(manifest["out"])
+        console.print(f"iteration {manifest['iteration']}: {manifest['chosen']}", markup=False, highlight=False)
+        console.print(f"wrote {root / 'dataset'} ({manifest['rows']} rows: README.md, train.jsonl, train.parquet) and "
+                      f"{root / 'dataset_arrow'}", markup=False, highlight=False)
+        if "student" in manifest:
+            console.print(f"wrote {root / 'student'} ({manifest['student_info']['format']})", markup=False, highlight=False)
+        for url in manifest.get("pushed", []):
+            console.print(f"pushed {url}", markup=False, highlight=False)
+
+    _guarded(action)
+
+
+@app.command("predict")
+def predict_command(
+    run_dir: Path = typer.Argument(..., help="A finished run directory, e.g. runs/demo."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="Rows to label: a .jsonl or .csv file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write (.jsonl or .csv; default: INPUT's name + .predictions)."),
+    iteration: Optional[int] = typer.Option(None, "--iteration", help="Use this iteration's student (default: the run's best, else its last)."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="The column holding the text (default: the run's data.text_field)."),
+    choices_field: Optional[str] = typer.Option(None, "--choices-field", help="multiple_choice: the column holding the choices (default: data.choices_field)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Rows per batch (default: the run's student.eval_batch_size)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Label new rows with a finished run's student, the way the run evaluated it."""
+
+    def action() -> None:
+        from llm2llm.predict import predict_file
+        from llm2llm.progress import RichUI, SilentUI
+
+        _quiet_transformers()
+        done = predict_file(run_dir, input_path, output, iteration=iteration, text_field=text_field,
+                            choices_field=choices_field, batch_size=batch_size, ui=SilentUI() if quiet else RichUI(err_console))
+        console.print(f"wrote {done['output']}: {done['rows']} rows predicted by iteration {done['iteration']}'s student "
+                      f"({done['chosen']}; {'scored answers' if done['mode'] == 'score' else 'greedy decoding'})",
+                      markup=False, highlight=False)
 
     _guarded(action)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from llm2llm import markdown as tables
+from llm2llm import markdown as tables, report_html
 from llm2llm.config import Config, load_config
 from llm2llm.data import content_hash
 from llm2llm.errors import ConfigError
@@ -81,7 +81,7 @@ def config_hash(config: Config) -> str:
 def compare(config_path: Path | None, overrides: list[str], methods: list[Method], repeats: int,
             run: Callable[[Config], RunStore | None], log: Callable[[str], None] = lambda _: None,
             keep_students: bool = False) -> dict[str, Any]:
-    """Run (or reuse) every method × repeat; write compare.json/.md/.png in <output_dir>/<name>/; return the results.
+    """Run (or reuse) every method × repeat; write compare.json/.md/.png/.html in <output_dir>/<name>/; return the results.
     `run` may return None for a run it chose not to start: the table then covers finished runs only. Finished runs of
     methods (and repeats) a previous compare of this name had, and this one does not, stay in the table. Each run's
     student weights are deleted once its repeat is done, unless keep_students (the table needs none)."""
@@ -156,6 +156,7 @@ def compare(config_path: Path | None, overrides: list[str], methods: list[Method
     (root / "compare.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (root / "compare.md").write_text(markdown(summary, base), encoding="utf-8")
     plot(summary, root / "compare.png", base.name)
+    report_html.write_compare(summary, root, base.name)
     return summary
 
 

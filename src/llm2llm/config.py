@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm2llm.errors import ConfigError
 
@@ -262,6 +262,21 @@ class Config(_Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that get the config, each iteration's metrics and the training loss per step, "
+        "as in transformers' report_to: tensorboard (event files in <run>/tensorboard), wandb (offline files in <run>/wandb "
+        "unless WANDB_MODE or WANDB_API_KEY says online), mlflow (MLFLOW_TRACKING_URI, else a local store <run>/mlflow.db). "
+        "Each needs its package: pip install 'llm2llm[tensorboard]' (or [wandb], [mlflow]).",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_names(cls, value: Any) -> Any:
+        # transformers takes report_to="wandb" as well as a list; "none" and "" mean no tracker.
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip() not in ("", "none")]
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

@@ -121,6 +121,12 @@ def load_examples(
     return examples
 
 
+def read_rows(path: str, key: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Yield ('file:line', row) pairs of a .jsonl/.csv file as they are, labelled or not (`llm2llm predict` reads
+    unlabelled rows); errors name the file and line, and `key`, what named the file."""
+    return _read_rows(path, key)
+
+
 def _read_rows(path: str, key: str) -> Iterable[tuple[str, dict[str, Any]]]:
     """Yield ('file:line', row) pairs; `key` is the config key that named the file (for the messages)."""
     if path.startswith("demo:"):

@@ -26,6 +26,11 @@ class RunStateError(Llm2llmError):
     a corrupt state file)."""
 
 
+class ExportError(Llm2llmError):
+    """What a finished run hands over cannot be written or published as asked (an optional package missing, an
+    output folder in the way, the Hugging Face Hub without a token or unreachable)."""
+
+
 class BudgetReached(Llm2llmError):
     """The run spent its teacher budget; everything is saved and raising the cap continues it."""
 

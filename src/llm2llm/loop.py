@@ -38,6 +38,7 @@ from llm2llm.select import choose_parents, stratified_folds, summary, without_fo
 from llm2llm.students import Student, build_student
 from llm2llm.tasks import Task, build_task
 from llm2llm.teachers import ReplyCache, Teacher, build_teacher
+from llm2llm.tracking import tracking
 
 
 def run(config: Config, *, force: bool = False, ui=None, student: Student | None = None, teacher: Teacher | None = None) -> RunStore:
@@ -52,7 +53,8 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
         context = RunContext(config, store, task, student or build_student(config.student, config.seed), teacher, verifier,
                              ReplyCache(store.cache_path), seeds, test, ui or SilentUI())
         try:
-            llm2llm(context)
+            with tracking(config, store):  # report_to: each stage's metrics go to the trackers as it finishes
+                llm2llm(context)
         finally:
             teacher.close()
             if verifier is not teacher:

@@ -10,7 +10,8 @@ directory is touched:
 - labels: test labels that no seed has are warned of, once, with the list;
 - every teacher the run will ask (the teacher, a separate verifier): its `check()` — the API key's variable set,
   the endpoint answering and serving the model, or the local GGUF present (teachers/);
-- augment.method=more_data: its pool file loads, with enough rows that are not seeds or tests.
+- augment.method=more_data: its pool file loads, with enough rows that are not seeds or tests;
+- report_to: each tracker's package is installed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llm2llm.errors import DataError, Llm2llmWarning
 from llm2llm.students import Student
 from llm2llm.tasks import Task
 from llm2llm.teachers import Teacher, build_teacher
+from llm2llm.tracking import check_trackers
 
 SHOWN = 5  # rows named in a message; the rest are counted
 MIN_TEXT_TOKENS = 16  # truncation never leaves less of a text than this
@@ -47,6 +49,7 @@ def preflight(config: Config, task: Task, seeds: list[Example], test: list[Examp
 
         task.validate(pool_examples(config, seeds, test))  # loads, has enough fresh rows, labels the task knows
     _warn_unseen_labels(task, seeds, test)
+    check_trackers(config)  # report_to: each tracker's package is installed
     if student is not None or config.student.type != "hf":
         return seeds, test
     from llm2llm.models import load_tokenizer

@@ -1,4 +1,5 @@
-"""Per-iteration report from the run directory alone: a table, report.md and accuracy.png (paper Fig. 2 shape)."""
+"""Per-iteration report from the run directory alone: a table, report.md and accuracy.png (paper Fig. 2 shape); the
+browsable report.html is report_html.py."""
 
 from __future__ import annotations
 
@@ -86,9 +87,13 @@ def table(store: RunStore) -> Table:
     return result
 
 
+def wide_row(metrics: dict[str, Any]) -> list[str]:
+    """An iteration's cells under WIDE_COLUMNS, as report.md and report.html show them."""
+    return [_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS]
+
+
 def markdown(store: RunStore) -> str:
-    body = tables.table([header for header, _ in WIDE_COLUMNS],
-                        ([_cell(key, metrics.get(key)) for _, key in WIDE_COLUMNS] for metrics in rows(store)))
+    body = tables.table([header for header, _ in WIDE_COLUMNS], (wide_row(metrics) for metrics in rows(store)))
     config = store.config()
     head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
     best = best_line(store.state())
@@ -133,5 +138,8 @@ def plot(store: RunStore, path: Path) -> Path:
 
 
 def write(store: RunStore) -> list[Path]:
+    """report.md, accuracy.png and report.html (report_html.py: the same and more, browsable offline)."""
+    from llm2llm import report_html
+
     (store.root / "report.md").write_text(markdown(store), encoding="utf-8")
-    return [store.root / "report.md", plot(store, store.root / "accuracy.png")]
+    return [store.root / "report.md", plot(store, store.root / "accuracy.png"), report_html.write(store)]

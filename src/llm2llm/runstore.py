@@ -17,7 +17,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 from pydantic import ValidationError
@@ -41,6 +41,7 @@ RESUMABLE_CHANGES = {
     "teacher.timeout_s",
     "teacher.max_retries",
     "eval.test_every_iteration",
+    "report_to",
 }
 
 
@@ -63,6 +64,8 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # Called as observer(iteration, stage, info) once a stage's marker is written (experiment trackers, tracking.py).
+        self.observers: list[Callable[[int, str, dict[str, Any]], None]] = []
 
     # ── one writer ──────────────────────────────────────────────────────────────────────────────
     @contextmanager
@@ -166,7 +169,19 @@ class RunStore:
         return self.root / "teacher_cache.sqlite"
 
     def prune_student(self, iteration: int) -> None:
-        shutil.rmtree(self.root / f"iter_{iteration:03d}" / "student", ignore_errors=True)
+        """Delete an iteration's student weights; its training log (loss per step) stays, as iter_NNN/train_log.jsonl."""
+        student = self.root / f"iter_{iteration:03d}" / "student"
+        if (student / "train_log.jsonl").is_file():
+            os.replace(student / "train_log.jsonl", student.parent / "train_log.jsonl")
+        shutil.rmtree(student, ignore_errors=True)
+
+    def train_log(self, iteration: int) -> list[dict[str, Any]]:
+        """The iteration's training loss per step ([] when its student kept no log)."""
+        for path in (self.root / f"iter_{iteration:03d}" / "student" / "train_log.jsonl",
+                     self.root / f"iter_{iteration:03d}" / "train_log.jsonl"):
+            if path.is_file():
+                return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return []
 
     # ── state ───────────────────────────────────────────────────────────────────────────────────
     def state(self) -> dict[str, Any]:
@@ -191,6 +206,8 @@ class RunStore:
         state["iterations"].setdefault(str(iteration), {})[stage] = info
         _atomic_write(self.root / "state.json", json.dumps(state, indent=1))
         self._write_metrics(iteration, state["iterations"][str(iteration)])
+        for observer in self.observers:
+            observer(iteration, stage, info)
 
     def set_finished(self, finished: bool, reason: str = "", best: dict[str, Any] | None = None) -> None:
         state = self.state()
