@@ -153,3 +153,31 @@ def test_keep_last_keeps_the_best_student_too(oof_config):
     store = run(config, student=LookupStudent(knows=KNOWS))
     assert store.state()["best_iteration"]["iteration"] == 0  # equal estimates: the earliest
     assert [(store.root / f"iter_{i:03d}" / "student").is_dir() for i in range(3)] == [True, False, True]
+
+
+def test_confidence_is_the_students_log_probability_of_the_gold_answer(tmp_path, data_files, tiny_model_dir):
+    """The seed evaluation's gold_logprob (what confidence selection ranks by) equals log p(label tokens + end of
+    sequence | prompt) from one plain forward pass of the trained tiny model; per token for open answers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm2llm.loop import load_data
+    from llm2llm.students.hf import HFStudent, encode_prompt, encode_target
+
+    seeds, test = data_files
+    config = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"student.model={tiny_model_dir}",
+                                "student.finetune=full", "student.epochs=1", "loop.iterations=1", "select.by=confidence",
+                                "teacher.type=scripted:ScriptedTeacher", f"output_dir={tmp_path}", "name=c"])
+    store = run(config)
+    rows = read_jsonl(store.root / "iter_000" / "seed_predictions.jsonl")
+    model = AutoModelForCausalLM.from_pretrained(store.root / "iter_000" / "student", dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(store.root / "iter_000" / "student")
+    seed_set, _, task = load_data(config)
+    for example, row in zip(seed_set, rows):
+        prompt, target = encode_prompt(tokenizer, task.student_messages(example)), encode_target(tokenizer, example.label)
+        with torch.no_grad():
+            logprobs = model(input_ids=torch.tensor([prompt + target])).logits[0].float().log_softmax(-1)
+        by_hand = sum(logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(target))
+        assert row["gold_logprob"] == pytest.approx(by_hand, abs=1e-3)
+    mean = HFStudent(config.student, seed=0).score(store.root / "iter_000" / "student", [task.student_messages(seed_set[0])], [[seed_set[0].label]], per_token=True)
+    assert mean[0][0] == pytest.approx(rows[0]["gold_logprob"] / len(encode_target(tokenizer, seed_set[0].label)), abs=1e-3)
