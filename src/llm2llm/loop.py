@@ -35,7 +35,7 @@ from llm2llm.preflight import preflight
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
 from llm2llm.select import choose_parents, stratified_folds, summary, without_fold
-from llm2llm.students import Student, build_student
+from llm2llm.students import Student, answer_index, build_student
 from llm2llm.tasks import Task, build_task
 from llm2llm.teachers import ReplyCache, Teacher, build_teacher
 from llm2llm.tracking import tracking
@@ -229,7 +229,7 @@ def _evaluate(run: RunContext, student_dir: Path, examples: list[Example], path:
     with run.ui.stage(title, total=len(examples)) as advance:
         if scorable and mode != "generate":
             scores = student.score(student_dir, prompts, choices, advance)
-            outputs = [options[max(range(len(row)), key=row.__getitem__)] for options, row in zip(choices, scores)]
+            outputs = [options[answer_index(row)] for options, row in zip(choices, scores)]
             gold = [row[options.index(task.target(e))] if task.target(e) in options else None
                     for e, options, row in zip(examples, choices, scores)]
         else:

@@ -44,7 +44,7 @@ def predict_file(run_dir: Path, input_path: Path, output: Path | None = None, *,
     choices_field = choices_field or config.data.choices_field if config.task.type == "multiple_choice" else None
     rows, examples = read_input(input_path, text_field, choices_field)
 
-    from llm2llm.students import build_student
+    from llm2llm.students import answer_index, build_student
 
     settings = config.student.model_copy(update={"eval_batch_size": batch_size} if batch_size else {})
     student = build_student(settings, config.seed)
@@ -55,7 +55,7 @@ def predict_file(run_dir: Path, input_path: Path, output: Path | None = None, *,
         if scored:
             scores = student.score(weights, prompts, choices, advance)
             for row, options, logprobs in zip(rows, choices, scores):
-                best = max(range(len(options)), key=logprobs.__getitem__)
+                best = answer_index(logprobs)
                 total = sum(math.exp(value - logprobs[best]) for value in logprobs)
                 row["prediction"], row["probability"] = options[best], round(1 / total, 4)
         else:
