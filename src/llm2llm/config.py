@@ -174,8 +174,8 @@ class SelectConfig(_Section):
 class EvalConfig(_Section):
     test_every_iteration: bool = Field(False, description="Also evaluate each iteration's student on the test set (the last one always is).")
     predict: Literal["auto", "score", "generate"] = Field(
-        "auto", description="score: rank the task's known answers (labels, letters) by their probability after the prompt, "
-        "teacher-forced; generate: greedy decoding. auto: score where the task has a known answer set, else generate.",
+        "auto", description="score: the task's known answers (labels, letters) scored after the prompt, teacher-forced, and the one greedy "
+        "decoding kept to them would write taken; generate: greedy decoding. auto: score where the task has a known answer set, else generate.",
     )
 
 
