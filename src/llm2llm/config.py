@@ -185,6 +185,12 @@ class QualityConfig(_Section):
         description="Reject a generated example whose ROUGE-L F1 with a seed, a D_i example or an earlier one of the "
         "same batch reaches this (paper: 0.95; 1.0 rejects exact duplicates only).",
     )
+    min_seed_rouge_l: float = Field(
+        0.0, ge=0, lt=1,
+        description="Reject a generated example whose ROUGE-L F1 with the seed it was written from is below this "
+        "(rejected: unlike_seed): the new example must keep the seed's wording and form, not only its label. "
+        "0: off. On TREC the bundled teacher otherwise answers a hard seed with a textbook example of its label.",
+    )
     test_overlap_rouge_l: float = Field(
         0.9, gt=0, le=1,
         description="Flag a generated example this similar (ROUGE-L F1) to a test example as possible test contamination. "
