@@ -148,6 +148,22 @@ def test_the_best_iteration_reads_out_of_fold_accuracy_never_the_test_set(tmp_pa
     assert empty.best_iteration() is None  # no estimate, no claim
 
 
+def test_export_report_and_status_name_the_best_iteration_by_the_current_rule(tmp_path):
+    """A run finished under an older rule (earliest among equal estimates) kept that choice in state.json; what a user
+    is told to take is derived from the stages' records, the same as compare's column."""
+    from llm2llm.finished import chosen_iteration
+    from llm2llm.report import best_line
+
+    store = RunStore(tmp_path)
+    for i in range(2):
+        store.mark_done(i, "finetune", {})
+        store.mark_done(i, "select", {"oof_accuracy": 0.6})
+    assert best_line(store) == ""  # not finished: nothing named yet
+    store.set_finished(True, "iterations done", {"iteration": 0, "oof_accuracy": 0.6, "by": "out-of-fold accuracy"})
+    assert chosen_iteration(store).iteration == 1 == store.best_iteration()["iteration"]
+    assert best_line(store).startswith("best iteration: 1 ")
+
+
 def test_keep_last_keeps_the_best_student_too(oof_config):
     class PeakAtOne(LookupStudent):
         """Iteration 1's fold students generalise to one more seed: the estimate peaks there."""

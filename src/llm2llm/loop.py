@@ -220,7 +220,7 @@ def _evaluate(run: RunContext, student_dir: Path, examples: list[Example], path:
     of the gold answer (when scored, or needed for confidence selection) to path; return the accuracy."""
     task, student, mode = run.task, run.student, run.config.eval.predict
     prompts = [task.student_messages(e) for e in examples]
-    choices = [task.answer_choices(e) if hasattr(task, "answer_choices") else None for e in examples]
+    choices = [task.answer_choices(e) for e in examples]
     scorable = hasattr(student, "score") and all(choices)
     if mode == "score" and not scorable:
         raise ConfigError(f"eval.predict=score needs a task with a known answer set and a student that scores "

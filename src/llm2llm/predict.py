@@ -49,7 +49,7 @@ def predict_file(run_dir: Path, input_path: Path, output: Path | None = None, *,
     settings = config.student.model_copy(update={"eval_batch_size": batch_size} if batch_size else {})
     student = build_student(settings, config.seed)
     prompts = [task.student_messages(example) for example in examples]
-    choices = [task.answer_choices(example) if hasattr(task, "answer_choices") else None for example in examples]
+    choices = [task.answer_choices(example) for example in examples]
     scored = hasattr(student, "score") and all(choices) and config.eval.predict != "generate"
     with ui.stage(f"predict {len(rows)} rows · iteration {chosen.iteration}'s student", total=len(rows)) as advance:
         if scored:
