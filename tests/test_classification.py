@@ -55,6 +55,7 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ("Sure! Here it is:\nText: Refund my duplicate payment please\nLabel: billing\n", ("Refund my duplicate payment please", "billing")),
         ("Text: Two lines of\ncomplaint about charges\nLabel: billing", ("Two lines of\ncomplaint about charges", "billing")),
         ("Text: A charge I do not recognise", ("A charge I do not recognise", "billing")),  # label line omitted
+        ("Text: Why was the (annual) fee charged twice?\nLabel: billing", ("Why was the (annual) fee charged twice?", "billing")),
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):
@@ -69,6 +70,7 @@ def test_parse_good_teacher_replies(task, reply, expected):
         ("Text: My app keeps crashing\nLabel: technical", "label_changed"),
         ("Text: Where is my parcel\nLabel: shipping", "unknown_label"),
         ("Text: my card was charged TWICE!\nLabel: billing", "copy_of_seed"),
+        ("Text: Was I billed twice? (This is the same as the misclassified example)\nLabel: billing", "teacher_note"),
     ],
 )
 def test_reject_bad_teacher_replies(task, reply, reason):
@@ -119,3 +121,13 @@ def test_teacher_prompt_names_the_students_confusion_when_given(task):
     assert "also billing, not technical" in told
     assert told.startswith(plain.partition("Misclassified example:")[0])  # the shared part still comes first
     assert task.teacher_messages(wrong, context, student_answer="billing")[-1]["content"] == plain  # right: nothing to name
+
+
+def test_teacher_prompt_asks_to_keep_the_form_only_when_told():
+    seeds = [example(), example("App crashes", "technical", id="3")]
+    rewording = build_task(TaskConfig(labels=LABELS), seeds).teacher_messages(seeds[0], seeds)
+    keeping = build_task(TaskConfig(labels=LABELS, teacher_keep_form=True), seeds).teacher_messages(seeds[0], seeds)
+    assert "Use new wording" in rewording[0]["content"] and "same words" not in rewording[0]["content"]
+    assert "begin with the same words" in keeping[0]["content"] and "Use new wording" not in keeping[0]["content"]
+    assert keeping[-1]["content"].endswith("labelled billing in the misclassified example's form.")
+    assert rewording[-1]["content"].endswith("labelled billing.")

@@ -32,6 +32,12 @@ class TaskConfig(_Section):
     teacher_context_examples: int = Field(
         3, ge=0, description="Other seed examples with the same answer shown to the teacher as context."
     )
+    teacher_keep_form: bool = Field(
+        False, description="classification: ask the teacher to keep the misclassified example's form (its opening "
+        "words, sentence type, length) and change its subject and details, instead of new wording. A small teacher "
+        "told to reword writes a textbook example of the label (on TREC, 'Describe ...' for a 'What is ...?' "
+        "description question); pairs with quality.min_seed_rouge_l, which rejects replies unlike their seed.",
+    )
 
 
 class ColumnsConfig(_Section):

@@ -24,6 +24,7 @@ class ClassificationTask:
         if len(self._by_normal) != len(self.labels):
             raise ConfigError(f"task.labels: labels collide after normalisation: {self.labels}")
         self.context_examples = config.teacher_context_examples
+        self.keep_form = config.teacher_keep_form
         # Longest label in words bounds the answer; a little slack covers tokenisation.
         self.max_new_tokens = max(8, 4 * max(len(label.split()) + len(label) // 4 for label in self.labels))
 
@@ -64,12 +65,14 @@ class ClassificationTask:
     def teacher_messages(self, wrong: Example, context: list[Example], student_answer: str | None = None) -> Messages:
         others = [example for example in context if example.label == wrong.label and example.id != wrong.id]
         shown = "".join(f"- {example.text}\n" for example in others[: self.context_examples])
+        wording = ("Keep the example's form: begin with the same words, keep its sentence type and length, and "
+                   "change its subject, names and details." if self.keep_form else
+                   "Use new wording, names and details; do not copy or paraphrase the example closely.")
         system = (
             "You write training data for a text classifier.\n"
             f"Task: {self.description}\nLabels: {', '.join(self.labels)}.\n"
             "A student model misclassified the example at the end. Write ONE new example that tests the same "
-            "distinction, so the student learns it. Use new wording, names and details; do not copy or "
-            "paraphrase the example closely. The new text must clearly belong to the given label.\n"
+            f"distinction, so the student learns it. {wording} The new text must clearly belong to the given label.\n"
             "Reply in exactly this format and nothing else:\nText: <the new text>\nLabel: <label>"
         )
         # What requests share comes first (the system prompt, then the label's examples), the seed last: a local
@@ -81,7 +84,7 @@ class ClassificationTask:
             # label (one that leans on the label's keyword), not one that separates the two labels.
             user += (f"The student answered {student_answer}. Write an example that is also {wrong.label}, not "
                      f"{student_answer}, and that a reader could mistake for {student_answer} in the same way.\n")
-        user += f"\nWrite one new example labelled {wrong.label}."
+        user += f"\nWrite one new example labelled {wrong.label}" + (" in the misclassified example's form." if self.keep_form else ".")
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, str]:
@@ -104,4 +107,7 @@ class ClassificationTask:
                 raise Rejected("label_changed", f"{parent.label} -> {written}")
         if normalize(text) == normalize(parent.text):
             raise Rejected("copy_of_seed")
+        if re.search(r"[?.!]\s*\([^()]*\)\s*$", text):
+            # "Who was ...? (This is the same as the misclassified example)": the teacher's remark, not the example's.
+            raise Rejected("teacher_note", text[text.rindex("(") :][:40])
         return {"text": text, "label": label}
