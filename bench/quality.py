@@ -53,7 +53,11 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     "oof=llm2llm select.by=out_of_fold",  # wrong when held out (3 folds)
     "confidence=llm2llm select.by=confidence",  # the paper's errors plus the least confident 20% of the seeds
     "oof_confidence=llm2llm select.by=out_of_fold+confidence",
-    "oof_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3",  # how much to ask for
+    # how much to ask for (3 requests a parent), and in what form: the seed's wording kept by a similarity check, the
+    # teacher asked to keep the seed's form, or both
+    "oof_like_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3",
+    "oof_form_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3 task.teacher_keep_form=true",
+    "oof_form_all_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
     "auggpt_oof=auggpt select.by=out_of_fold",  # count-matched to the oof row of the same repeat
     "more_data_oof=more_data select.by=out_of_fold",
     "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again
