@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from llm2llm.config import load_config  # noqa: E402
 from llm2llm.loop import load_data  # noqa: E402
+from llm2llm.students import answer_index  # noqa: E402
 from llm2llm.students.hf import HFStudent  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     if not (ROOT.parent / "shared" / "data").is_dir():
         sys.exit("bench/scoring.py needs the benchmark data in ../shared/data (see the README); it is not here.")
 
-    rows, pooled = [], {"n": 0, "agree": 0, "valid": 0, "agree_valid": 0}
+    rows, pooled = [], {"n": 0, "agree": 0, "valid": 0, "agree_valid": 0, "highest_agree": 0}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tasks:
             epochs = args.casehold_epochs if name == "casehold" else args.epochs
@@ -54,22 +55,26 @@ def main() -> None:
             scores = student.score(Path(tmp) / name, prompts, choices)
             score_s = time.perf_counter() - started
             # extract_answer gives the label (classification) or the choice index (multiple choice), like grading does
-            scored = [task.extract_answer(c[max(range(len(s)), key=s.__getitem__)]) for c, s in zip(choices, scores)]
+            scored = [task.extract_answer(c[answer_index(s)]) for c, s in zip(choices, scores)]
+            highest = [task.extract_answer(c[max(range(len(s)), key=s.__getitem__)]) for c, s in zip(choices, scores)]
+            pooled["highest_agree"] += sum(a == b for a, b in zip(generated, highest))
             agree = sum(a == b for a, b in zip(generated, scored))
             valid = [(a, b) for a, b in zip(generated, scored) if a is not None]
             accuracy = {how: 100 * sum(a == e.label for a, e in zip(answers, test)) / len(test)
-                        for how, answers in (("generate", generated), ("score", scored))}
+                        for how, answers in (("generate", generated), ("score", scored), ("highest", highest))}
             for key, value in (("n", len(test)), ("agree", agree), ("valid", len(valid)), ("agree_valid", sum(a == b for a, b in valid))):
                 pooled[key] += value
             rows.append((name, epochs, len(test), f"{100 * agree / len(test):.1f}%",
                          f"{100 * sum(a == b for a, b in valid) / max(len(valid), 1):.1f}% of {len(valid)}",
                          f"{accuracy['generate']:.1f}", f"{accuracy['score']:.1f}",
+                         f"{100 * sum(a == b for a, b in zip(generated, highest)) / len(test):.1f}% / {accuracy['highest']:.1f}",
                          f"{len(test) / generate_s:.1f}", f"{len(test) / score_s:.1f} ({generate_s / score_s:.2f}x)"))
             print(rows[-1], flush=True)
     header = ("task", "epochs", "test rows", "agreement", "agreement where greedy named a label", "greedy acc",
-              "score acc", "greedy prompts/s", "score prompts/s")
+              "score acc", "highest total: agreement / acc", "greedy prompts/s", "score prompts/s")
     rows.append(("pooled", "", pooled["n"], f"{100 * pooled['agree'] / pooled['n']:.1f}%",
-                 f"{100 * pooled['agree_valid'] / max(pooled['valid'], 1):.1f}% of {pooled['valid']}", "", "", "", ""))
+                 f"{100 * pooled['agree_valid'] / max(pooled['valid'], 1):.1f}% of {pooled['valid']}", "", "",
+                 f"{100 * pooled['highest_agree'] / pooled['n']:.1f}%", "", ""))
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(str(cell) for cell in row) + " |")

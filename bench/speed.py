@@ -52,7 +52,7 @@ def _answers(task, student, student_dir, examples, mode):
     else:
         choices = [task.answer_choices(e) for e in examples]
         scores = student.score(student_dir, prompts, choices)
-        answers = [c[max(range(len(s)), key=s.__getitem__)] for c, s in zip(choices, scores)]
+        answers = [c[answer_index(s)] for c, s in zip(choices, scores)]
     return answers, len(examples) / (time.perf_counter() - started)
 
 

@@ -92,6 +92,14 @@ def test_the_dataset_card_says_what_the_rows_are_and_how_they_were_made(lora_run
     assert "`scripted-teacher`" in card and "Blind verifier (on)" in card and "ROUGE-L ≥ 0.95" in card
     assert "Made by: `llm2llm run run_config.yaml`" in card and f"Exported by: `llm2llm export {lora_run.root} --out" in card
     assert "## Terms of use" in card and "terms of use govern what its output may be used for" in card
+    assert "unlike their seed" not in card  # quality.min_seed_rouge_l is off; on, the card names it
+    from llm2llm.export import dataset_card, dataset_rows
+    from llm2llm.finished import chosen_iteration
+
+    config = lora_run.config()
+    config = config.model_copy(update={"quality": config.quality.model_copy(update={"min_seed_rouge_l": 0.3})})
+    chosen = chosen_iteration(lora_run)
+    assert "replies unlike their seed (ROUGE-L < 0.3)" in dataset_card(lora_run, config, chosen, dataset_rows(lora_run, config, chosen.iteration), None)
     assert (exported / "dataset" / "run_config.yaml").read_text() == (lora_run.root / "config.yaml").read_text()
     status = invoke("status", lora_run.root)  # the export inside the run is not taken for a run of its own
     assert status.exit_code == 0 and "compare" not in status.output

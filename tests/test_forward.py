@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from llm2llm.students.forward import (  # noqa: E402
-    IGNORE_INDEX, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, pack,
+    IGNORE_INDEX, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, greedy_choice, pack,
 )
 
 VOCAB = 50
@@ -79,13 +79,13 @@ def test_packed_loss_equals_each_example_on_its_own(model):
 
 
 def _by_hand(model, prompt, tokens):
-    """Sum of log p(token_j | prompt, tokens_<j) from one plain forward of prompt + tokens."""
+    """log p(token_j | prompt, tokens_<j) for each j, from one plain forward of prompt + tokens."""
     with torch.no_grad():
         logprobs = model(input_ids=torch.tensor([prompt + tokens])).logits[0].log_softmax(-1)
-    return sum(logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(tokens))
+    return [logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(tokens)]
 
 
-def test_candidate_logprobs_match_hand_computed_sums(model):
+def test_candidate_logprobs_match_hand_computed_ones(model):
     prefix = [3, 9, 4, 12]
     prompts = [prefix + [11, 13, 17], prefix + [14], prefix + [15, 16]]
     # Candidates that share first tokens, differ in length, and a one-token candidate.
@@ -96,7 +96,39 @@ def test_candidate_logprobs_match_hand_computed_sums(model):
         with torch.inference_mode():
             found = candidate_logprobs(model, prompts, candidates, prefix=shared, row_tokens=row_tokens)
         for got, want in zip(found, expected):
-            assert got == pytest.approx(want, abs=1e-4)
-    # The scored answer is the argmax of those sums.
-    best = [max(range(len(row)), key=row.__getitem__) for row in expected]
-    assert [max(range(len(row)), key=row.__getitem__) for row in found] == best
+            assert [len(values) for values in got] == [len(values) for values in want]
+            assert [v for values in got for v in values] == pytest.approx([v for values in want for v in values], abs=1e-4)
+
+
+def _greedy_by_hand(model, prompt, options):
+    """Greedy decoding kept to the options: at each step the allowed next token with the highest logit."""
+    written = []
+    while written not in options:
+        allowed = {tokens[len(written)] for tokens in options if tokens[: len(written)] == written and len(tokens) > len(written)}
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + written])).logits[0, -1]
+        written.append(max(allowed, key=lambda t: logits[t].item()))
+    return options.index(written)
+
+
+def test_the_answer_is_the_one_greedy_decoding_kept_to_the_candidates_writes(model):
+    prefix = [3, 9, 4, 12]
+    # Labels sharing one or two first tokens, of different lengths: where the sum of log-probabilities and the
+    # greedy walk can disagree.
+    options = [[21, 22, 2], [21, 23, 2], [21, 22, 25, 26, 2], [24, 2], [24, 27, 28, 2]]
+    prompts = [prefix + [p, q] for p in range(11, 20) for q in (30, 31)]
+    with torch.inference_mode():
+        found = candidate_logprobs(model, prompts, [options] * len(prompts), prefix=len(prefix))
+    picks = [greedy_choice(options, row) for row in found]
+    assert picks == [_greedy_by_hand(model, prompt, options) for prompt in prompts]
+
+
+def test_greedy_choice_walks_the_token_tree():
+    options = [[5, 6, 2], [5, 7, 2], [8, 2]]
+    # First token: 5 (shared by two) beats 8, then 7 beats 6, though [8, 2] has the highest total.
+    assert greedy_choice(options, [[-0.5, -2.0, 0.0], [-0.5, -0.3, 0.0], [-0.6, 0.0]]) == 1
+    assert greedy_choice(options, [[-0.5, -0.1, 0.0], [-0.5, -0.3, 0.0], [-0.9, 0.0]]) == 0
+    assert greedy_choice(options, [[-1.5, -0.1, 0.0], [-1.5, -0.3, 0.0], [-0.2, -3.0]]) == 2
+    # A label that is a prefix of another ends where end-of-sequence beats the longer label's next token.
+    assert greedy_choice([[5, 2], [5, 6, 2]], [[-0.1, -0.2], [-0.1, -1.0, 0.0]]) == 0
+    assert greedy_choice([[5, 2], [5, 6, 2]], [[-0.1, -1.2], [-0.1, -0.4, -3.0]]) == 1

@@ -170,6 +170,18 @@ def test_generate_keeps_flagged_overlap_when_asked_and_skips_verification_when_o
     assert verifier.calls == 0 and set(reasons) == {"copy_of_seed", "near_duplicate"}
 
 
+def test_generate_can_require_the_seeds_wording(tmp_path):
+    teacher = CannedTeacher("teacher", {})
+    info, reasons = _run_generate(tmp_path, teacher, CannedTeacher("verifier", {}),
+                                  ["quality.min_seed_rouge_l=0.3", "quality.verify=false", "quality.drop_test_overlap=false"])
+    # 'refund me' -> the blender refund: ROUGE-L 0.14; 'invoice missing' -> 'I never got the invoice ...': 0.20;
+    # 'courier lost it' -> the invoice again: 0; 'app crashes' -> 'the app crashes!': 0.8, kept.
+    assert [row["text"] for row in read_jsonl(tmp_path / "generated.jsonl")] == ["the app crashes!"]
+    assert info["rejected_by_reason"] == {"copy_of_seed": 1, "unlike_seed": 3}
+    details = sorted(row["detail"] for row in read_jsonl(tmp_path / "rejected.jsonl") if row["reason"] == "unlike_seed")
+    assert details == ["ROUGE-L 0.00 with its seed s4", "ROUGE-L 0.14 with its seed s0", "ROUGE-L 0.20 with its seed s3"]
+
+
 def test_verifier_without_an_answer_leaves_the_example_unverified(tmp_path):
     teacher = CannedTeacher("teacher", {})
     verifier = CannedTeacher("verifier", {

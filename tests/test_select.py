@@ -10,7 +10,7 @@ import pytest
 
 from llm2llm.config import SelectConfig, load_config
 from llm2llm.data import Example, read_examples, read_jsonl
-from llm2llm.loop import best_iteration, run
+from llm2llm.loop import run
 from llm2llm.runstore import RunStore
 from llm2llm.select import choose_parents, root_seed, stratified_folds, without_fold
 
@@ -105,7 +105,7 @@ def test_out_of_fold_selection_trains_without_the_fold_and_its_descendants(oof_c
         assert {e.text for e in read_examples(it / "wrong.jsonl")} == {s.text for s in seeds} - KNOWS
         assert set(metrics["folds"]) == {"fold_0", "fold_1", "fold_2"}
     assert store.metrics(0)["requests"] == 2 * (len(seeds) - len(KNOWS))
-    assert store.state()["best_iteration"]["iteration"] == 0  # ties go to the earliest
+    assert store.state()["best_iteration"]["iteration"] == ITERATIONS - 1  # equal estimates: the latest, it saw more data
 
 
 def test_a_run_killed_inside_the_fold_stage_resumes_without_retraining_finished_folds(oof_config):
@@ -136,23 +136,48 @@ def test_the_best_iteration_reads_out_of_fold_accuracy_never_the_test_set(tmp_pa
     for i, (oof, test) in enumerate(((0.5, 0.9), (0.7, 0.6), (0.6, 0.95))):
         store.mark_done(i, "select", {"oof_accuracy": oof})
         store.mark_done(i, "test", {"test_accuracy": test})
-    assert best_iteration(store) == {"iteration": 1, "oof_accuracy": 0.7, "by": "out-of-fold accuracy"}
+    assert store.best_iteration() == {"iteration": 1, "oof_accuracy": 0.7, "by": "out-of-fold accuracy"}
     state = json.loads((tmp_path / "state.json").read_text())
     for stages in state["iterations"].values():  # whatever the test set says, the choice does not move
         stages["test"]["test_accuracy"] = 1.0 - stages["test"]["test_accuracy"]
     (tmp_path / "state.json").write_text(json.dumps(state))
-    assert best_iteration(store)["iteration"] == 1
+    assert store.best_iteration()["iteration"] == 1
     (tmp_path / "paper").mkdir()
     empty = RunStore(tmp_path / "paper")
     empty.mark_done(0, "select", {"wrong": 2})
-    assert best_iteration(empty) is None  # no estimate, no claim
+    assert empty.best_iteration() is None  # no estimate, no claim
+
+
+def test_export_report_and_status_name_the_best_iteration_by_the_current_rule(tmp_path):
+    """A run finished under an older rule (earliest among equal estimates) kept that choice in state.json; what a user
+    is told to take is derived from the stages' records, the same as compare's column."""
+    from llm2llm.finished import chosen_iteration
+    from llm2llm.report import best_line
+
+    store = RunStore(tmp_path)
+    for i in range(2):
+        store.mark_done(i, "finetune", {})
+        store.mark_done(i, "select", {"oof_accuracy": 0.6})
+    assert best_line(store) == ""  # not finished: nothing named yet
+    store.set_finished(True, "iterations done", {"iteration": 0, "oof_accuracy": 0.6, "by": "out-of-fold accuracy"})
+    assert chosen_iteration(store).iteration == 1 == store.best_iteration()["iteration"]
+    assert best_line(store).startswith("best iteration: 1 ")
 
 
 def test_keep_last_keeps_the_best_student_too(oof_config):
+    class PeakAtOne(LookupStudent):
+        """Iteration 1's fold students generalise to one more seed: the estimate peaks there."""
+
+        def predict(self, student_dir, prompts, max_new_tokens, advance=None):
+            answers = super().predict(student_dir, prompts, max_new_tokens, advance)
+            extra = SEED_ROWS[1]["text"] if "iter_001" in str(student_dir) else None
+            return [self.gold[m[-1]["content"]] if m[-1]["content"] == extra else a for m, a in zip(prompts, answers)]
+
     config = oof_config.model_copy(update={"loop": oof_config.loop.model_copy(update={"iterations": 3})})
-    store = run(config, student=LookupStudent(knows=KNOWS))
-    assert store.state()["best_iteration"]["iteration"] == 0  # equal estimates: the earliest
-    assert [(store.root / f"iter_{i:03d}" / "student").is_dir() for i in range(3)] == [True, False, True]
+    store = run(config, student=PeakAtOne(knows=KNOWS))
+    assert [store.metrics(i)["oof_accuracy"] for i in range(3)] == pytest.approx([3 / 9, 4 / 9, 3 / 9])
+    assert store.state()["best_iteration"]["iteration"] == 1
+    assert [(store.root / f"iter_{i:03d}" / "student").is_dir() for i in range(3)] == [False, True, True]
 
 
 def test_confidence_is_the_students_log_probability_of_the_gold_answer(tmp_path, data_files, tiny_model_dir):

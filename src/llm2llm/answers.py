@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm2llm.students import Advance, Messages, Student
+from llm2llm.students import Advance, Messages, Student, answer_index
 
 
 @dataclass
@@ -31,7 +31,7 @@ def ask(student: Student, student_dir: Path, questions: Questions, advance: Adva
     gold: list[float | None] = [None] * len(prompts)
     if questions.choices is not None:
         scores = student.score(student_dir, prompts, questions.choices, advance)
-        outputs = [options[max(range(len(row)), key=row.__getitem__)] for options, row in zip(questions.choices, scores)]
+        outputs = [options[answer_index(row)] for options, row in zip(questions.choices, scores)]
         gold = [row[options.index(target)] if target in options else None
                 for target, options, row in zip(targets, questions.choices, scores)]
     else:

@@ -303,8 +303,8 @@ def _print_run_status(store, run_dir: Path) -> None:
         estimate = state["iterations"].get(str(iteration), {}).get("select", {}).get("oof_accuracy")
         if estimate is not None:
             console.print(f"  iter {iteration}: out-of-fold accuracy {estimate:.1%}", highlight=False)
-    if report.best_line(state):
-        console.print(report.best_line(state), highlight=False, markup=False)
+    if best := report.best_line(store):
+        console.print(best, highlight=False, markup=False)
     if not finished:
         console.print(f"Resume with: llm2llm run {run_dir / 'config.yaml'}", markup=False)
 

@@ -242,7 +242,7 @@ def _summary(store: RunStore) -> dict[str, Any]:
     seeds = metrics[0]["seeds"]
     tested = [m for m in metrics if m.get("test_accuracy") is not None]
     state = store.state()
-    best = state.get("best_iteration")
+    best = store.best_iteration()
     reused = [info for stages in state["iterations"].values() for info in stages.values() if info.get("reused_from")]
     return {
         "seeds": seeds,

@@ -180,8 +180,8 @@ class SelectConfig(_Section):
 class EvalConfig(_Section):
     test_every_iteration: bool = Field(False, description="Also evaluate each iteration's student on the test set (the last one always is).")
     predict: Literal["auto", "score", "generate"] = Field(
-        "auto", description="score: rank the task's known answers (labels, letters) by their probability after the prompt, "
-        "teacher-forced; generate: greedy decoding. auto: score where the task has a known answer set, else generate.",
+        "auto", description="score: the task's known answers (labels, letters) scored after the prompt, teacher-forced, and the one greedy "
+        "decoding kept to them would write taken; generate: greedy decoding. auto: score where the task has a known answer set, else generate.",
     )
 
 
@@ -190,6 +190,12 @@ class QualityConfig(_Section):
         0.95, gt=0, le=1,
         description="Reject a generated example whose ROUGE-L F1 with a seed, a D_i example or an earlier one of the "
         "same batch reaches this (paper: 0.95; 1.0 rejects exact duplicates only).",
+    )
+    min_seed_rouge_l: float = Field(
+        0.0, ge=0, lt=1,
+        description="Reject a generated example whose ROUGE-L F1 with the seed it was written from is below this "
+        "(rejected: unlike_seed): the new example must keep the seed's wording and form, not only its label. "
+        "0: off. On TREC the bundled teacher otherwise answers a hard seed with a textbook example of its label.",
     )
     test_overlap_rouge_l: float = Field(
         0.9, gt=0, le=1,

@@ -73,7 +73,7 @@ def load_examples(
     """Read examples from a .jsonl/.csv file, a bundled 'demo:<file>' or 'hf:<dataset id>@<split>' (with
     `hf_subset` as the dataset's configuration); raise DataError naming file:line:field (or 'row N')."""
     key = _PATH_KEYS[origin]
-    reader = _read_hf_rows(path, hf_subset, label_field) if path.startswith("hf:") else _read_rows(path, key)
+    reader = _read_hf_rows(path, hf_subset, label_field) if path.startswith("hf:") else read_rows(path, key)
     rows = list(reader)
     if not rows:
         raise DataError(f"{path}: no examples found (the file is empty). Point {key} at a file with rows.")
@@ -123,12 +123,7 @@ def load_examples(
 
 def read_rows(path: str, key: str) -> Iterable[tuple[str, dict[str, Any]]]:
     """Yield ('file:line', row) pairs of a .jsonl/.csv file as they are, labelled or not (`llm2llm predict` reads
-    unlabelled rows); errors name the file and line, and `key`, what named the file."""
-    return _read_rows(path, key)
-
-
-def _read_rows(path: str, key: str) -> Iterable[tuple[str, dict[str, Any]]]:
-    """Yield ('file:line', row) pairs; `key` is the config key that named the file (for the messages)."""
+    unlabelled rows); `key` is what named the file (a config key, INPUT), for the messages."""
     if path.startswith("demo:"):
         name = path.removeprefix("demo:")
         resource = resources.files("llm2llm") / "demo_data" / name

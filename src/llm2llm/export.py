@@ -193,7 +193,9 @@ def _provenance(store: RunStore, config: Config, rows: list[dict[str, Any]], com
         "kept only if its answer is the row's label",
         f"- Filters: near-duplicates (ROUGE-L ≥ {quality.near_duplicate_rouge_l} with an earlier row), test-set look-alikes "
         f"(ROUGE-L ≥ {quality.test_overlap_rouge_l} with a test row: {'dropped' if quality.drop_test_overlap else 'kept and listed'}), "
-        f"replies longer than {quality.max_reply_ratio}× the longest seed, and the task's own parser and checks",
+        f"replies longer than {quality.max_reply_ratio}× the longest seed, "
+        + (f"replies unlike their seed (ROUGE-L < {quality.min_seed_rouge_l}), " if quality.min_seed_rouge_l else "")
+        + "and the task's own parser and checks",
         f"- Student: `{config.student.model}` ({config.student.finetune} fine-tune, {config.student.epochs} epochs)",
         "- Made by: `llm2llm run run_config.yaml`, with the run's frozen config beside this card ([run_config.yaml](run_config.yaml))"
         + (f"; the command recorded in the run: `{made_by}`" if made_by else ""),

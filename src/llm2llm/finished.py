@@ -49,7 +49,7 @@ def chosen_iteration(store: RunStore, requested: int | None = None) -> Chosen:
             raise RunStateError(f"{store.root}: iteration {requested} was not trained (trained: "
                                 f"{', '.join(map(str, trained))}); choose one of them with --iteration")
         return Chosen(requested, f"iteration {requested}, as asked")
-    best = state.get("best_iteration")
+    best = store.best_iteration()  # derived from the stages' records, like compare and the report
     if best:
         return Chosen(best["iteration"], f"the run's best iteration by out-of-fold accuracy ({best['oof_accuracy']:.1%})")
     return Chosen(trained[-1], f"the run's last iteration ({trained[-1]})")
@@ -59,14 +59,18 @@ def student_dir(store: RunStore, iteration: int, alternative: str = "") -> Path:
     """The iteration's saved student (weights or a LoRA adapter); RunStateError when it was deleted or never saved,
     saying which iterations have one, and `alternative` (what else the command can do without one)."""
     path = store.root / f"iter_{iteration:03d}" / "student"
-    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+    if _has_weights(path):
         return path
     keep = store.config().student.keep_checkpoints
-    kept = [i for i in store.iterations()
-            if any((store.root / f"iter_{i:03d}" / "student" / name).is_file() for name in ("config.json", "adapter_config.json"))]
+    kept = [i for i in store.iterations() if _has_weights(store.root / f"iter_{i:03d}" / "student")]
     where = f"iterations with one: {', '.join(map(str, kept))} (--iteration)" if kept else "no iteration has one"
     raise RunStateError(f"{path}: no student weights (deleted by student.keep_checkpoints={keep} or by `compare`, or never "
                         f"saved); {where}; {alternative}or run again with student.keep_checkpoints=all")
+
+
+def _has_weights(student: Path) -> bool:
+    """A saved model (config.json) or LoRA adapter (adapter_config.json) is in the folder."""
+    return (student / "config.json").is_file() or (student / "adapter_config.json").is_file()
 
 
 def run_seeds(store: RunStore) -> list[Example]:

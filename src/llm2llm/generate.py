@@ -6,6 +6,7 @@ through, in order:
     length         a reply far longer than any seed (quality.max_reply_ratio) is rejected unread: too_long
     parse          the task's parser and validator (and the loop's request_failed / prompt_too_long / truncated /
                    empty_reply; prompt_too_long: the teacher refused the request for its size)
+    like its seed  ROUGE-L with the seed it was written from < quality.min_seed_rouge_l (off by default): unlike_seed
     near-duplicate ROUGE-L with D_i (seeds included) or an earlier reply of the batch ≥ quality.near_duplicate_rouge_l
     test overlap   ROUGE-L with a test example ≥ quality.test_overlap_rouge_l: listed, and dropped by default
     verify         a blind verifier answers the new example from seed examples alone; kept only on agreement
@@ -22,7 +23,7 @@ from pathlib import Path
 from llm2llm.config import TeacherConfig
 from llm2llm.context import RunContext
 from llm2llm.data import Example, write_jsonl
-from llm2llm.quality import RougeIndex, verifier_messages, verifier_shots
+from llm2llm.quality import RougeIndex, rouge_l, verifier_messages, verifier_shots
 from llm2llm.tasks import Rejected, Task
 from llm2llm.teachers import TeacherReply, TeacherRequest, generate, price
 
@@ -65,6 +66,7 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
             try:
                 _check_length(reply, max_reply_chars, longest_seed, config.quality.max_reply_ratio)
                 example = _parse(task, reply, parent, iteration, request.sample_index, run.teacher.name, key)
+                _check_like_seed(example, parent, config.quality.min_seed_rouge_l)
                 _check_near_duplicate(example, known, config.quality.near_duplicate_rouge_l)
                 _check_test_overlap(example, test_index, config.quality, overlaps)
             except Rejected as rejection:
@@ -129,6 +131,11 @@ def _parse(task: Task, reply: TeacherReply, parent: Example, iteration: int, sam
         id=f"gen-{iteration:03d}-{parent.id}-{sample_index}", **fields,
         origin="teacher", parent_id=parent.id, iteration=iteration, teacher=teacher, prompt_hash=key,
     )
+
+
+def _check_like_seed(example: Example, parent: Example, threshold: float) -> None:
+    if threshold > 0 and (similarity := rouge_l(example.text, parent.text)) < threshold:
+        raise Rejected("unlike_seed", f"ROUGE-L {similarity:.2f} with its seed {parent.id}")
 
 
 def _check_near_duplicate(example: Example, known: RougeIndex, threshold: float) -> None:

@@ -167,7 +167,7 @@ def llm2llm(run: RunContext) -> None:
             next_train = train_set + read_examples(it / "generated.jsonl")
             write_jsonl(store.iter_dir(i + 1) / "train.jsonl", next_train)
             store.mark_done(i, "append", {"next_train_size": len(next_train)})
-    store.set_finished(True, stop_reason, best_iteration(store))
+    store.set_finished(True, stop_reason, store.best_iteration())
 
 
 def _select(run: RunContext, i: int, train_set: list[Example]) -> dict:
@@ -274,7 +274,7 @@ def _evaluate(run: RunContext, student_dir: Path, examples: list[Example], path:
 def _questions(run: RunContext, examples: list[Example]) -> Questions:
     """What to ask the student about the examples: their known answers to score, or greedy replies (eval.predict)."""
     task, mode = run.task, run.config.eval.predict
-    choices = [task.answer_choices(e) if hasattr(task, "answer_choices") else None for e in examples]
+    choices = [task.answer_choices(e) for e in examples]
     scorable = hasattr(run.student, "score") and all(choices)
     if mode == "score" and not scorable:
         raise ConfigError(f"eval.predict=score needs a task with a known answer set and a student that scores "
@@ -293,16 +293,6 @@ def _write_predictions(task: Task, examples: list[Example], outputs: list[str], 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, rows)
     return sum(row["correct"] for row in rows) / len(rows)
-
-
-def best_iteration(store: RunStore) -> dict | None:
-    """The iteration whose student to take: highest out-of-fold accuracy (the earliest among ties), never the test
-    set; None when no iteration has one."""
-    estimates = [(store.info(j, "select")["oof_accuracy"], j) for j in store.iterations() if "oof_accuracy" in store.info(j, "select")]
-    if not estimates:
-        return None
-    accuracy, iteration = max(estimates, key=lambda pair: (pair[0], -pair[1]))
-    return {"iteration": iteration, "oof_accuracy": accuracy, "by": "out-of-fold accuracy"}
 
 
 def _check_budget(config: Config, store: RunStore) -> None:
@@ -337,7 +327,7 @@ def _early_stop(config: Config, store: RunStore, i: int, parents: list[Example])
 def _prune_students(config: Config, store: RunStore, iteration: int) -> None:
     """keep_checkpoints=last keeps the latest student and the best one (by out-of-fold accuracy) so far."""
     keep = config.student.keep_checkpoints
-    best = best_iteration(store)
+    best = store.best_iteration()
     if keep == "last":
         for earlier in range(iteration):
             if best is None or earlier != best["iteration"]:

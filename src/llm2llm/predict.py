@@ -44,18 +44,18 @@ def predict_file(run_dir: Path, input_path: Path, output: Path | None = None, *,
     choices_field = choices_field or config.data.choices_field if config.task.type == "multiple_choice" else None
     rows, examples = read_input(input_path, text_field, choices_field)
 
-    from llm2llm.students import build_student
+    from llm2llm.students import answer_index, build_student
 
     settings = config.student.model_copy(update={"eval_batch_size": batch_size} if batch_size else {})
     student = build_student(settings, config.seed)
     prompts = [task.student_messages(example) for example in examples]
-    choices = [task.answer_choices(example) if hasattr(task, "answer_choices") else None for example in examples]
+    choices = [task.answer_choices(example) for example in examples]
     scored = hasattr(student, "score") and all(choices) and config.eval.predict != "generate"
     with ui.stage(f"predict {len(rows)} rows · iteration {chosen.iteration}'s student", total=len(rows)) as advance:
         if scored:
             scores = student.score(weights, prompts, choices, advance)
             for row, options, logprobs in zip(rows, choices, scores):
-                best = max(range(len(options)), key=logprobs.__getitem__)
+                best = answer_index(logprobs)
                 total = sum(math.exp(value - logprobs[best]) for value in logprobs)
                 row["prediction"], row["probability"] = options[best], round(1 / total, 4)
         else:

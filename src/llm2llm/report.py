@@ -59,9 +59,15 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def best_line(state: dict[str, Any]) -> str:
-    """Which iteration's student to take, as the run named it (by out-of-fold accuracy, never the test set)."""
-    best = state.get("best_iteration")
+def named_best(store: RunStore) -> dict[str, Any] | None:
+    """The iteration a finished run names as the student to take (RunStore.best_iteration, derived from the stages'
+    records, so a rule changed since the run finished applies); None before the run finishes or without an estimate."""
+    return store.best_iteration() if store.state().get("finished") else None
+
+
+def best_line(store: RunStore) -> str:
+    """Which iteration's student to take, as the run names it (by out-of-fold accuracy, never the test set)."""
+    best = named_best(store)
     if not best:
         return ""
     return (f"best iteration: {best['iteration']} (out-of-fold accuracy {best['oof_accuracy']:.1%}); "
@@ -75,7 +81,8 @@ def table(store: RunStore) -> Table:
     reasons = "; ".join(
         f"iter {m['iteration']}: {_cell('', m['rejected_by_reason'])}" for m in data if m.get("rejected_by_reason")
     )
-    caption = (state.get("stop_reason") or "in progress") + (f"\n{best_line(state)}" if best_line(state) else "") + (
+    best = best_line(store)
+    caption = (state.get("stop_reason") or "in progress") + (f"\n{best}" if best else "") + (
         f"\nrejected by reason — {reasons}" if reasons else "")
     title = f"{config.name}: {config.task.type} · student {config.student.model} · teacher {config.teacher.model}"
     # Names, model paths and reasons are the user's text: escaped, or rich reads "[...]" in them as markup.
@@ -96,7 +103,7 @@ def markdown(store: RunStore) -> str:
     body = tables.table([header for header, _ in WIDE_COLUMNS], (wide_row(metrics) for metrics in rows(store)))
     config = store.config()
     head = f"# {config.name}\n\nTask {config.task.type}; student {config.student.model} ({config.student.finetune}); teacher {config.teacher.model}.\n\n"
-    best = best_line(store.state())
+    best = best_line(store)
     head += f"{best[0].upper() + best[1:]}.\n\n" if best else ""
     donor = store.info(0, "finetune").get("reused_from")
     shared = f" Iteration 0 was taken from {donor} (the same seed, data and student recipe)." if donor else ""

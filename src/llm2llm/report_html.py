@@ -60,13 +60,13 @@ def write_compare(summary: dict[str, Any], root: Path, title: str) -> Path:
 def run_data(store: RunStore) -> dict[str, Any]:
     config, state = store.config(), store.state()
     metrics = report.rows(store)
-    best = state.get("best_iteration")
+    best = report.named_best(store)
     return {
         "title": config.name,
         "subtitle": f"task {config.task.type} · student {config.student.model} ({config.student.finetune}) · teacher "
                     f"{config.teacher.model} · select.by={config.select.by}",
         "status": report.stop_line(state),
-        "best": report.best_line(state),
+        "best": report.best_line(store),
         "best_iteration": best["iteration"] if best else None,
         "accuracy": [{"iteration": m["iteration"], "seed": m.get("seed_accuracy"), "oof": m.get("oof_accuracy"),
                       "test": m.get("test_accuracy")} for m in metrics],

@@ -210,6 +210,15 @@ class RunStore:
         for observer in self.observers:
             observer(iteration, stage, info)
 
+    def best_iteration(self) -> dict[str, Any] | None:
+        """The iteration whose student to take: the highest out-of-fold accuracy, the latest among equals (it saw the
+        most data and the estimate found it no worse); never the test set. None when no iteration has an estimate."""
+        estimates = [(self.info(j, "select")["oof_accuracy"], j) for j in self.iterations() if "oof_accuracy" in self.info(j, "select")]
+        if not estimates:
+            return None
+        accuracy, iteration = max(estimates)
+        return {"iteration": iteration, "oof_accuracy": accuracy, "by": "out-of-fold accuracy"}
+
     def set_finished(self, finished: bool, reason: str = "", best: dict[str, Any] | None = None) -> None:
         state = self.state()
         state["finished"], state["stop_reason"] = finished, reason

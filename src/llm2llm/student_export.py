@@ -69,7 +69,7 @@ def export_student(store: RunStore, config: Config, chosen: Chosen, source: Path
     generation.save_pretrained(out)
     tokenizer.save_pretrained(out)
     seed = run_seeds(store)[0]
-    scored = hasattr(task, "answer_choices") and task.answer_choices(seed) and config.eval.predict != "generate"
+    scored = bool(task.answer_choices(seed)) and config.eval.predict != "generate"
     info = {
         "iteration": chosen.iteration, "chosen": chosen.why, "format": "lora adapter" if adapter else
         "merged lora" if (source / "adapter_config.json").is_file() else "full fine-tune",

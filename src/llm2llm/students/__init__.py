@@ -15,6 +15,21 @@ Messages = list[dict[str, str]]
 Advance = Callable[[int], None]  # progress callback: n steps done
 
 
+class Scores(list):
+    """A student's scores of one prompt's candidate answers (log-probabilities, higher is likelier), with the index of
+    the candidate it answers (`greedy`: what greedy decoding kept to the candidates writes; None: the highest)."""
+
+    def __init__(self, values=(), greedy: int | None = None) -> None:
+        super().__init__(values)
+        self.greedy = greedy
+
+
+def answer_index(scores: list[float]) -> int:
+    """The candidate a student answers with, from its scores (a plain list of scores: the highest)."""
+    greedy = getattr(scores, "greedy", None)
+    return greedy if greedy is not None else max(range(len(scores)), key=scores.__getitem__)
+
+
 class Student(Protocol):
     def train(self, pairs: list[tuple[Messages, str]], out_dir: Path, advance: Advance | None = None,
               init_from: Path | None = None) -> dict[str, Any]:

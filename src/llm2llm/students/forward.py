@@ -6,9 +6,10 @@ Both give the same numbers as the plain padded forward, to float rounding (tests
   by each example's remainder, with an attention mask that lets each remainder see the prefix and itself only; and
   **the vocabulary head and the loss run at target positions only** (a 49k-word head at every prompt position is a
   fifth of the model's FLOPs, while targets are a few tokens);
-- scoring: a known set of answers (labels, letters) is ranked by the log-probability of their tokens after the
+- scoring: a known set of answers (labels, letters) gets the log-probability of each of their tokens after the
   prompt: prompts and their candidate answers are packed the same way (prefix → prompt → each candidate), so the
-  prefix runs once per packed row, each prompt once, and the head only where a candidate token is predicted.
+  prefix runs once per packed row, each prompt once, and the head only where a candidate token is predicted. The
+  answer picked is the one greedy decoding would write, were it kept to the candidates (`greedy_choice`).
 """
 
 from __future__ import annotations
@@ -113,15 +114,15 @@ def causal_lm_loss(model, input_ids, attention_mask, labels, position_ids=None, 
 
 
 def candidate_logprobs(model, prompts: list[list[int]], candidates: list[list[list[int]]], prefix: int = 0,
-                       row_tokens: int = 1024) -> list[list[float]]:
-    """Sum of log-probabilities of each candidate's tokens after its prompt (candidates[i] are token lists scored
-    after prompts[i]; every prompt starts with the same `prefix` tokens). Prompts and candidates are packed into rows
-    of about `row_tokens` tokens. Call under torch.inference_mode()."""
+                       row_tokens: int = 1024) -> list[list[list[float]]]:
+    """Log-probability of each token of each candidate after its prompt (candidates[i] are token lists scored after
+    prompts[i]; every prompt starts with the same `prefix` tokens). Prompts and candidates are packed into rows of
+    about `row_tokens` tokens. Call under torch.inference_mode()."""
     import torch
 
     device = next(model.parameters()).device
     packable = model.config._attn_implementation in PACKABLE
-    scores: list[list[float]] = []
+    scores: list[list[list[float]]] = []
     start = 0
     while start < len(prompts):
         # One row: the prefix, then prompts (each followed by its candidates' tokens but the last) until the budget.
@@ -154,6 +155,20 @@ def candidate_logprobs(model, prompts: list[list[int]], candidates: list[list[li
         index = {p: j for j, p in enumerate(keep[0].nonzero()[:, 0].tolist())}
         logprobs = _logits_at(model, input_ids.to(device), visible.to(device), keep.to(device), position_ids.to(device)).float().log_softmax(-1)
         for row in reads:
-            scores.append([sum(logprobs[index[p], t].item() for p, t in zip(places, tokens)) for places, tokens in row])
+            scores.append([[logprobs[index[p], t].item() for p, t in zip(places, tokens)] for places, tokens in row])
         start = end
     return scores
+
+
+def greedy_choice(candidates: list[list[int]], logprobs: list[list[float]]) -> int:
+    """The candidate greedy decoding writes when kept to the candidates: walk their token tree from the root, at each
+    branch taking the child token with the highest log-probability (candidates that share the tokens so far share
+    the distribution over the next one). Where unconstrained greedy decoding writes a candidate, it is this one;
+    the highest total log-probability can differ (a likely first token followed by less likely ones)."""
+    alive, depth = list(range(len(candidates))), 0
+    while len(alive) > 1 and depth < max(len(candidates[i]) for i in alive):
+        reach = [i for i in alive if depth < len(candidates[i])]
+        best = max(reach, key=lambda i: logprobs[i][depth])
+        alive = [i for i in reach if candidates[i][depth] == candidates[best][depth]]
+        depth += 1
+    return alive[0]

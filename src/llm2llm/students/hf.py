@@ -19,8 +19,9 @@ from typing import Any
 from llm2llm.config import StudentConfig
 from llm2llm.errors import ModelError
 from llm2llm.models import resolve_hf
-from llm2llm.students import Advance, Messages
-from llm2llm.students.forward import IGNORE_INDEX, PACKABLE, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, worth_packing
+from llm2llm.students import Advance, Messages, Scores
+from llm2llm.students.forward import (IGNORE_INDEX, PACKABLE, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length,
+                                      greedy_choice, worth_packing)
 from llm2llm.students.sharing import Share, gathered, place, training_shares
 
 
@@ -363,7 +364,7 @@ class HFStudent:
     def score(self, student_dir: Path, prompts: list[Messages], candidates: list[list[str]],
               advance: Advance | None = None, per_token: bool = False) -> list[list[float]]:
         """Log-probability of each candidate answer (its tokens and end-of-sequence; per token with per_token) after
-        its prompt, teacher-forced:
+        its prompt, teacher-forced, and (`Scores.greedy`) the one greedy decoding kept to the candidates would write:
         prompts and candidates packed into rows that share the prompts' common prefix (students/forward.py)."""
         torch = _import_torch()
 
@@ -372,13 +373,14 @@ class HFStudent:
         encoded = [encode_prompt(tokenizer, m)[-(self.config.max_length - max(map(len, o))):] for m, o in zip(prompts, options)]
         prefix = common_prefix_length(encoded, [len(ids) for ids in encoded])
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        scores: list[list[float]] = [[] for _ in encoded]
+        scores: list[Scores] = [Scores() for _ in encoded]
         mine = self._my_batches(order)
         with torch.inference_mode():
             for batch in mine:
                 found = candidate_logprobs(model, [encoded[i] for i in batch], [options[i] for i in batch], prefix)
                 for i, row in zip(batch, found):
-                    scores[i] = [score / len(tokens) for score, tokens in zip(row, options[i])] if per_token else row
+                    totals = [sum(values) / (len(values) if per_token else 1) for values in row]
+                    scores[i] = Scores(totals, greedy=greedy_choice(options[i], row))
                 if advance:
                     advance(len(batch))
         return self._all_answers(scores, mine, advance)
