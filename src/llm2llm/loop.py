@@ -25,13 +25,13 @@ import shutil
 import time
 from pathlib import Path
 
-from llm2llm.answers import Questions, ask
+from llm2llm.answers import ask, questions, write_predictions
 from llm2llm.augment.baselines import baseline_examples
 from llm2llm.config import Config, file_columns
 from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
 from llm2llm.distributed import Apart, join
-from llm2llm.errors import BudgetReached, ConfigError, RunStateError
+from llm2llm.errors import BudgetReached, RunStateError
 from llm2llm.generate import teacher_examples
 from llm2llm.preflight import preflight
 from llm2llm.progress import SilentUI
@@ -243,19 +243,19 @@ def _fold(run: RunContext, i: int, train_set: list[Example], folds: list[list[st
 def _folds_side_by_side(run: RunContext, i: int, train_set: list[Example], folds: list[list[str]], group: list[int]) -> None:
     """Folds trained at the same time, each by one process on its own device, exactly as one after another would
     (the same seed, batches and code). Each fold's `seconds` is its share of the wall time, `own_seconds` what it took
-    on its process: their difference is the time saved (metrics.json: folds_saved_seconds)."""
+    on its process: their difference is the time saved (metrics.json: folds_side_by_side)."""
     it = run.store.iter_dir(i)
     started = time.perf_counter()
     held = {j: [seed for seed in run.seeds if seed.id in set(folds[j])] for j in group}
     subsets = {j: without_fold(train_set, set(folds[j])) for j in group}
-    jobs = [Apart(pairs=_pairs(run, subsets[j]), student_dir=it / "folds" / f"fold_{j}", questions=_questions(run, held[j]))
+    jobs = [Apart(pairs=_pairs(run, subsets[j]), student_dir=it / "folds" / f"fold_{j}", questions=questions(run, held[j]))
             for j in group]
     title = f"folds {', '.join(str(j + 1) for j in group)}/{len(folds)} of iteration {i}, side by side"
     with run.ui.stage(f"finetune and evaluate {title}", total=run.student.train_steps(len(jobs[0].pairs))) as advance:
         answers = run.student.train_apart(jobs, advance)
     share = _since(started) / len(group)
     for j, job, answer in zip(group, jobs, answers):
-        accuracy = _write_predictions(run.task, held[j], answer.outputs, answer.gold, it / "folds" / f"fold_{j}.jsonl")
+        accuracy = write_predictions(run.task, held[j], answer.outputs, answer.gold, it / "folds" / f"fold_{j}.jsonl")
         shutil.rmtree(job.student_dir, ignore_errors=True)
         run.store.mark_done(i, f"fold_{j}", {"held_out": len(held[j]), "fold_train_examples": len(subsets[j]),
                                              "fold_accuracy": accuracy, "process": answer.process,
@@ -265,34 +265,9 @@ def _folds_side_by_side(run: RunContext, i: int, train_set: list[Example], folds
 def _evaluate(run: RunContext, student_dir: Path, examples: list[Example], path: Path, title: str) -> float:
     """Predict the examples with the student in student_dir; write id, output, answer, correct and the log-probability
     of the gold answer (when scored, or needed for confidence selection) to path; return the accuracy."""
-    questions = _questions(run, examples)
     with run.ui.stage(title, total=len(examples)) as advance:
-        outputs, gold = ask(run.student, student_dir, questions, advance)
-    return _write_predictions(run.task, examples, outputs, gold, path)
-
-
-def _questions(run: RunContext, examples: list[Example]) -> Questions:
-    """What to ask the student about the examples: their known answers to score, or greedy replies (eval.predict)."""
-    task, mode = run.task, run.config.eval.predict
-    choices = [task.answer_choices(e) for e in examples]
-    scorable = hasattr(run.student, "score") and all(choices)
-    if mode == "score" and not scorable:
-        raise ConfigError(f"eval.predict=score needs a task with a known answer set and a student that scores "
-                          f"(task.type={run.config.task.type}, student.type={run.config.student.type}); use eval.predict=generate")
-    return Questions(prompts=[task.student_messages(e) for e in examples], targets=[task.target(e) for e in examples],
-                     choices=choices if scorable and mode != "generate" else None, max_new_tokens=task.max_new_tokens,
-                     confidence="confidence" in run.config.select.by)
-
-
-def _write_predictions(task: Task, examples: list[Example], outputs: list[str], gold: list[float | None], path: Path) -> float:
-    rows = [
-        {"id": e.id, "output": output, "answer": task.extract_answer(output), "label": e.label, "correct": task.is_correct(e, output),
-         **({"gold_logprob": round(logprob, 4)} if logprob is not None else {})}
-        for e, output, logprob in zip(examples, outputs, gold)
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(path, rows)
-    return sum(row["correct"] for row in rows) / len(rows)
+        outputs, gold = ask(run.student, student_dir, questions(run, examples), advance)
+    return write_predictions(run.task, examples, outputs, gold, path)
 
 
 def _check_budget(config: Config, store: RunStore) -> None:

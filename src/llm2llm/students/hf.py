@@ -212,11 +212,8 @@ class HFStudent:
             model, optimizer = accelerator.prepare(model, optimizer)
             clipped = list(model.parameters())  # FSDP clips its own sharded parameters; frozen ones have no gradient
             targets = [sum(label != IGNORE_INDEX for label in labels) for _, labels in encoded]
-        elif accelerator.num_processes > 1:  # alone among several (an out-of-fold student side by side): no DDP
+        else:  # this process's device only: one process, or one of several training a student alone (no DDP)
             model.to(accelerator.device)
-            clipped = trainable
-        else:
-            model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
             clipped = trainable
 
         def steps():
@@ -224,12 +221,9 @@ class HFStudent:
             if together:
                 yield from training_shares(batches, targets, collate, accelerator.process_index, accelerator.num_processes,
                                            accelerator.device)
-            elif accelerator.num_processes > 1:  # alone: the loader was not prepared, so it does not place the batches
-                for batch in loader:
-                    yield {key: value.to(accelerator.device) for key, value in batch.items()}, None
             else:
                 for batch in loader:
-                    yield batch, None
+                    yield {key: value.to(accelerator.device) for key, value in batch.items()}, None
 
         model.train()
         # Tokens of the examples as written (a shared prefix counts for each): tokens/s compares across code paths.
