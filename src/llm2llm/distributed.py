@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from llm2llm.answers import Questions, ask
-from llm2llm.errors import ConfigError
+from llm2llm.errors import ConfigError, RunStateError
 from llm2llm.students import Advance, Messages, Student
 
 # How long a helper waits for the main process's next word: through whole stages of the main process alone (the
@@ -135,7 +135,11 @@ class Team:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         while True:
             message: list[Any] = [None]
-            dist.broadcast_object_list(message, src=0, group=self.channel)
+            try:
+                dist.broadcast_object_list(message, src=0, group=self.channel)
+            except RuntimeError:  # the channel closed: the main process ended, and said why
+                raise RunStateError(f"process {self.rank}: the main process of this run stopped (its message is above); "
+                                    "finished stages are saved: run the same command again to resume") from None
             command, args = message[0]
             if command == "stop":
                 return
@@ -216,6 +220,8 @@ def launch_command(processes: int, accelerate_config: Path | None, command: list
     # would otherwise start a single process on a machine without GPUs (there, --multi_gpu means gloo on CPUs).
     if not kind.endswith(("FSDP", "DEEPSPEED")):
         launch.append("--multi_gpu")
+    if chosen is None:  # what accelerate would otherwise say it assumed, at length
+        launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if "OMP_NUM_THREADS" not in os.environ:  # the launcher's default is 1 thread per process: share the cores instead
         launch += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]
     return launch + ["-m", "llm2llm", *command]
