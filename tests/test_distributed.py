@@ -203,10 +203,16 @@ def test_processes_runs_the_command_under_accelerate_launch(tmp_path, monkeypatc
     assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-4:] == ["-m", "llm2llm", "run", "c.yaml"]
     assert command[command.index("--num_processes") + 1] == "2" and "--multi_gpu" in command  # DDP (gloo on CPUs)
 
+    # The README's FSDP config, as accelerate reads it.
+    readme = (REPO / "README.md").read_text()
     fsdp = tmp_path / "fsdp.yaml"
-    fsdp.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 2\n")
+    fsdp.write_text(next(block for block in readme.split("```yaml\n")[1:] if "distributed_type: FSDP" in block).split("```")[0])
     command = launch_command(2, fsdp, ["run", "c.yaml"])
     assert command[command.index("--config_file") + 1] == str(fsdp) and "--multi_gpu" not in command
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    fsdp_config = load_config_from_file(str(fsdp))
+    assert str(fsdp_config.distributed_type).endswith("FSDP") and fsdp_config.fsdp_config["fsdp_use_orig_params"] is True
     with pytest.raises(ConfigError, match="--accelerate-config: no file"):
         launch_command(2, tmp_path / "missing.yaml", ["run", "c.yaml"])
     monkeypatch.setenv("WORLD_SIZE", "2")
