@@ -218,3 +218,13 @@ def test_processes_runs_the_command_under_accelerate_launch(tmp_path, monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="drop --processes"):
         launch_command(2, None, ["run", "c.yaml"])
+
+
+def test_only_run_starts_as_several_processes(monkeypatch, capsys):
+    from llm2llm import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["llm2llm", "compare", "configs/trec.yaml"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2 and "only `llm2llm run` runs as several processes" in " ".join(capsys.readouterr().err.split())

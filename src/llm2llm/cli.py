@@ -451,6 +451,12 @@ def models(prepare: Optional[str] = typer.Option(None, "--prepare", help="Verify
 
 
 def main() -> None:
+    from llm2llm.distributed import launched
+
+    if launched() and sys.argv[1:2] != ["run"]:  # each launched process would do the whole command on its own
+        err_console.print(f"[bold red]error:[/] only `llm2llm run` runs as several processes; start `llm2llm "
+                          f"{' '.join(sys.argv[1:2])}` without accelerate launch or torchrun", highlight=False)
+        sys.exit(2)
     try:
         app()
     except SystemExit as exc:
