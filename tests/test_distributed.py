@@ -147,7 +147,7 @@ def test_a_run_with_two_processes_writes_what_one_writes_and_only_the_main_proce
     config, reference, reference_calls = loop_setup
     run_dir, calls, writes = tmp_path / "runs" / "two", tmp_path / "calls", tmp_path / "writes"
     env = _env(AUDIT=str(TESTS / "audit"), LLM2LLM_TEST_CALL_LOG=str(calls), LLM2LLM_TEST_WATCHED=str(tmp_path),
-               LLM2LLM_TEST_WRITES=str(writes))
+               LLM2LLM_TEST_WRITES=str(writes), HF_HOME=str(tmp_path / "hf"))  # no accelerate config of this user's
     result = subprocess.run(_llm2llm_run(config, run_dir, "--processes", "2"), env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
