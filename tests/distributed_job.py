@@ -13,7 +13,20 @@ from pathlib import Path
 
 from llm2llm.config import StudentConfig
 from llm2llm.distributed import join
+from llm2llm.students import hf
 from llm2llm.students.hf import HFStudent
+
+SCORED: list[int] = []  # prompts this process scored, per score() call (a shared call scores only its batches)
+
+
+def _counting(score_rows):
+    def counted(model, prompts, *args, **kwargs):
+        SCORED[-1] += len(prompts)
+        return score_rows(model, prompts, *args, **kwargs)
+    return counted
+
+
+hf.candidate_logprobs = _counting(hf.candidate_logprobs)
 
 
 def main(spec_path: str) -> None:
@@ -26,10 +39,13 @@ def main(spec_path: str) -> None:
         student = HFStudent(StudentConfig(**settings), seed=spec["seed"])
         stats = student.train(pairs, out / name)
         predictions = student.predict(out / name, prompts, spec["max_new_tokens"])
+        SCORED.append(0)
         scores = student.score(out / name, prompts, spec["candidates"])
+        scored = team.collect(SCORED[-1]) if team.size > 1 else [SCORED[-1]]
         if team.is_main:
             (out / f"{name}.json").write_text(json.dumps({"stats": stats, "predictions": predictions, "scores": scores,
-                                                          "processes": team.size}), encoding="utf-8")
+                                                          "processes": team.size, "scored_by_process": scored}),
+                                              encoding="utf-8")
 
 
 if __name__ == "__main__":

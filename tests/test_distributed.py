@@ -96,6 +96,9 @@ def test_two_processes_train_and_predict_as_one_process_does(tmp_path, tiny_mode
             assert max(value.abs().max().item() for key, value in alone_weights.items() if "lora_B" in key) > 1e-4
         # Prediction: each process did every other batch; the answers came back in the prompts' order.
         assert shared["predictions"] == alone["predictions"]
+        # Each process scored its own batches only (not every prompt): together, every prompt once.
+        assert alone["scored_by_process"] == [len(pairs)]
+        assert sum(shared["scored_by_process"]) == len(pairs) and max(shared["scored_by_process"]) < len(pairs)
         assert _close(shared["scores"], alone["scores"], 1e-4)
         assert len({tuple(round(x, 3) for x in row) for row in alone["scores"]}) > 1  # not one row repeated
 
