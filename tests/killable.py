@@ -6,6 +6,7 @@ writing its pid to $LLM2LLM_TEST_PAUSED, and wait there to be killed:
 - `finetune-start:<i>`: iteration i's fine-tune is about to begin, nothing of it written (a stage boundary);
 - `finetune-step:<i>`: after its first optimizer step (mid-stage);
 - `generate:<n>`: the n-th teacher request hangs unanswered while the other worker goes on (mid-stage).
+Under several launched processes, only the one whose RANK is $LLM2LLM_TEST_PAUSE_RANK pauses (when that is set).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from scripted import ScriptedTeacher
 
 def pause_at(point: str) -> None:
     if os.environ.get("LLM2LLM_TEST_PAUSE") != point:
+        return
+    if os.environ.get("LLM2LLM_TEST_PAUSE_RANK", os.environ.get("RANK")) != os.environ.get("RANK"):
         return
     Path(os.environ["LLM2LLM_TEST_PAUSED"]).write_text(str(os.getpid()))
     while True:  # until SIGKILL
@@ -47,7 +50,7 @@ class LoggingTeacher(ScriptedTeacher):
 
 class PausingStudent(HFStudent):
     def train(self, pairs, out_dir, advance=None, init_from=None):
-        iteration = int(out_dir.parent.name.removeprefix("iter_"))
+        iteration = next(int(part.removeprefix("iter_")) for part in reversed(out_dir.parts) if part.startswith("iter_"))
         pause_at(f"finetune-start:{iteration}")
 
         def step(n: int) -> None:

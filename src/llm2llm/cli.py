@@ -87,23 +87,55 @@ def _quiet_transformers() -> None:
 def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: bool) -> None:
     from llm2llm import report
     from llm2llm.config import load_config
+    from llm2llm.distributed import is_main_process
     from llm2llm.loop import run
     from llm2llm.progress import RichUI, SilentUI
 
     config = load_config(config_path, overrides or [])
     _quiet_transformers()
+    main = is_main_process()  # under accelerate launch the others only help it train and predict: they say nothing
 
     def action() -> None:
-        ui = SilentUI() if quiet else RichUI(err_console)
+        ui = SilentUI() if quiet or not main else RichUI(err_console)
         # User-facing strings (paths, names, labels, install hints) may hold [brackets]: escaped wherever rich
         # prints with markup, or rich takes them for tags and drops them.
-        err_console.print(f"[bold]llm2llm[/] run [cyan]{escape(str(config.run_dir))}[/]")
+        if main:
+            err_console.print(f"[bold]llm2llm[/] run [cyan]{escape(str(config.run_dir))}[/]")
         store = run(config, force=force, ui=ui)
-        console.print(report.table(store))
-        for path in report.write(store):
-            console.print(f"wrote {path}", markup=False)
+        if main:
+            console.print(report.table(store))
+            for path in report.write(store):
+                console.print(f"wrote {path}", markup=False)
 
-    _guarded(action, config.run_dir)
+    _guarded(action, config.run_dir if main else None)
+
+
+def _launch(processes: int, accelerate_config: Optional[Path], command: List[str]) -> None:
+    """`llm2llm <command>` again, as `processes` processes under accelerate launch; exit as its main process did."""
+    import os
+    import subprocess
+    import tempfile
+
+    from llm2llm.distributed import launch_command
+
+    with tempfile.TemporaryDirectory(prefix="llm2llm-launch-") as folder:
+        exit_file = Path(folder) / "exit_code"
+        env = {**os.environ, EXIT_CODE_FILE: str(exit_file)}
+        try:
+            launcher = subprocess.run(launch_command(processes, accelerate_config, command), env=env)
+        except KeyboardInterrupt:  # the processes got it too; the main one says what to do
+            raise typer.Exit(130) from None
+        told = exit_file.read_text().strip() if exit_file.is_file() else ""
+    if told:
+        raise typer.Exit(int(told))
+    if launcher.returncode != 0:  # the main process died without a word, or a helper failed (its traceback is above)
+        err_console.print(f"[bold red]error:[/] one of the {processes} processes failed (the launcher's exit status is "
+                          f"{launcher.returncode}); finished stages are saved: run the same command again to resume",
+                          highlight=False)
+        raise typer.Exit(1)
+
+
+EXIT_CODE_FILE = "LLM2LLM_EXIT_CODE_FILE"  # where the main process of `--processes N` leaves its exit code
 
 
 @app.command("run")
@@ -112,9 +144,15 @@ def run_command(
     overrides: Optional[List[str]] = OVERRIDES,
     force: bool = typer.Option(False, "--force", help="Resume even though the config changed (finished stages are kept)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    processes: int = typer.Option(1, "--processes", min=1, help="Train and predict with N processes, one per GPU: runs this command under `accelerate launch --num_processes N` (DDP, or FSDP where the accelerate config asks)."),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="With --processes: the accelerate config file to launch with (default: the one `accelerate config` wrote, if any)."),
 ) -> None:
     """Run (or resume) the LLM2LLM loop in <output_dir>/<name>/."""
-    _guarded(lambda: _run(config, overrides, force, quiet))
+    if processes > 1 or accelerate_config is not None:
+        command = ["run", str(config), *(overrides or []), *(["--force"] if force else []), *(["--quiet"] if quiet else [])]
+        _guarded(lambda: _launch(processes, accelerate_config, command))
+    else:
+        _guarded(lambda: _run(config, overrides, force, quiet))
 
 
 @app.command()
@@ -413,10 +451,28 @@ def models(prepare: Optional[str] = typer.Option(None, "--prepare", help="Verify
 
 
 def main() -> None:
+    from llm2llm.distributed import launched
+
+    if launched() and sys.argv[1:2] != ["run"]:  # each launched process would do the whole command on its own
+        err_console.print(f"[bold red]error:[/] only `llm2llm run` runs as several processes; start `llm2llm "
+                          f"{' '.join(sys.argv[1:2])}` without accelerate launch or torchrun", highlight=False)
+        sys.exit(2)
     try:
         app()
     except SystemExit as exc:
+        _tell_launcher(exc.code)
         sys.exit(exc.code)
+
+
+def _tell_launcher(code) -> None:
+    """The main process of `llm2llm run --processes N` leaves its exit code for the command that launched it: the
+    launcher's own says only that something failed."""
+    import os
+
+    from llm2llm.distributed import is_main_process
+
+    if os.environ.get(EXIT_CODE_FILE) and is_main_process():
+        Path(os.environ[EXIT_CODE_FILE]).write_text(str(code if isinstance(code, int) else 0 if code is None else 1))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ class StudentConfig(_Section):
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapters or all weights.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     epochs: int = Field(5, ge=1, description="Passes over D_i per iteration.")
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (per process).")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step, over all processes: with several (accelerate "
+                            "launch, --processes) each computes a share of every batch, and the weights are those of one process.")
     learning_rate: float | None = Field(
         None, gt=0, description="Peak learning rate, linear warm-up then decay. None: 1e-3 for LoRA, 5e-5 for full."
     )
@@ -106,6 +107,11 @@ class StudentConfig(_Section):
     keep_checkpoints: Literal["all", "last", "none"] = Field(
         "last", description="Student weights kept per iteration: all; the latest (and the best by out-of-fold accuracy, "
         "where there is one); or none after evaluation."
+    )
+    folds_side_by_side: bool = Field(
+        True, description="With several processes: train the out-of-fold students of an iteration side by side, one per "
+        "process on its own device, each exactly as one process would. Off, or under FSDP: one after another, each "
+        "across all processes.",
     )
     continue_training: bool = Field(
         False, description="Ablation (paper Table 5): fine-tune each iteration from the previous iteration's student "

@@ -25,33 +25,43 @@ import shutil
 import time
 from pathlib import Path
 
+from llm2llm.answers import ask, questions, write_predictions
 from llm2llm.augment.baselines import baseline_examples
 from llm2llm.config import Config, file_columns
 from llm2llm.context import RunContext
 from llm2llm.data import Example, load_examples, read_examples, read_jsonl, write_jsonl
-from llm2llm.errors import BudgetReached, ConfigError, RunStateError
+from llm2llm.distributed import Apart, join
+from llm2llm.errors import BudgetReached, RunStateError
 from llm2llm.generate import teacher_examples
 from llm2llm.preflight import preflight
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
 from llm2llm.select import choose_parents, stratified_folds, summary, without_fold
-from llm2llm.students import Student, answer_index, build_student
+from llm2llm.students import Student, build_student
 from llm2llm.tasks import Task, build_task
 from llm2llm.teachers import ReplyCache, Teacher, build_teacher
 from llm2llm.tracking import tracking
 
 
 def run(config: Config, *, force: bool = False, ui=None, student: Student | None = None, teacher: Teacher | None = None) -> RunStore:
-    """Set up a run from its config (or resume it) and run the loop. Parts can be passed in (tests, notebooks)."""
+    """Set up a run from its config (or resume it) and run the loop. Parts can be passed in (tests, notebooks).
+
+    Under `accelerate launch` (distributed.py) only the main process runs the loop, writes the run directory and asks
+    the teacher; the other processes train and predict with it, on its word, and write nothing."""
     store = RunStore(config.run_dir)
+    team = join()
+    if not team.is_main:
+        team.serve(student or build_student(config.student, config.seed))
+        return store
     seeds, test, task = load_data(config)
     seeds, test = preflight(config, task, seeds, test, student=student, teacher=teacher)  # in seconds, nothing written yet
     with store.lock():  # one writer per run directory
         store.open(config, force=force)
         teacher = teacher or build_teacher(config.teacher, config.seed)
         verifier = build_teacher(config.quality.verifier, config.seed, "quality.verifier") if config.quality.verifier else teacher
-        context = RunContext(config, store, task, student or build_student(config.student, config.seed), teacher, verifier,
-                             ReplyCache(store.cache_path), seeds, test, ui or SilentUI())
+        shared = team.lead(student or build_student(config.student, config.seed), config.student.folds_side_by_side)
+        context = RunContext(config, store, task, shared, teacher, verifier, ReplyCache(store.cache_path), seeds, test,
+                             ui or SilentUI())
         try:
             with tracking(config, store):  # report_to: each stage's metrics go to the trackers as it finishes
                 llm2llm(context)
@@ -60,6 +70,7 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
             if verifier is not teacher:
                 verifier.close()
             context.cache.close()
+    team.dismiss()  # only after success: a helper left inside a failed step is stopped by the launcher instead
     return store
 
 
@@ -186,65 +197,77 @@ def _uses_folds(config: Config) -> bool:
 
 
 def _finetune(run: RunContext, train_set: list[Example], out_dir: Path, title: str, init_from: Path | None = None) -> dict:
-    pairs = [(run.task.student_messages(example), run.task.target(example)) for example in train_set]
+    pairs = _pairs(run, train_set)
     with run.ui.stage(title, total=run.student.train_steps(len(pairs))) as advance:
         return run.student.train(pairs, out_dir, advance, init_from=init_from)
 
 
+def _pairs(run: RunContext, examples: list[Example]) -> list[tuple[list[dict[str, str]], str]]:
+    """What the student trains on: the task's prompt messages and target for each example."""
+    return [(run.task.student_messages(example), run.task.target(example)) for example in examples]
+
+
 def _fold_predictions(run: RunContext, i: int, train_set: list[Example]) -> None:
     """Each fold's student: trained from the base weights on D_i without the fold's seeds and their descendants, it
-    predicts the held-out seeds (iter_i/folds/fold_j.jsonl). A fold is a stage of its own; its weights are deleted."""
-    config, store, it = run.config, run.store, run.store.iter_dir(i)
-    folds = stratified_folds(run.seeds, config.select.folds, config.seed)
-    trained = False
-    for j, held_out in enumerate(folds):
-        if store.done(i, f"fold_{j}"):
-            continue
-        trained = True
-        started = time.perf_counter()
-        subset = without_fold(train_set, set(held_out))
-        student_dir = it / "folds" / f"fold_{j}"
-        title = f"fold {j + 1}/{len(folds)} of iteration {i}"
-        _finetune(run, subset, student_dir, f"finetune {title}")
-        held = [seed for seed in run.seeds if seed.id in set(held_out)]
-        accuracy = _evaluate(run, student_dir, held, it / "folds" / f"fold_{j}.jsonl", f"evaluate {title}")
-        shutil.rmtree(student_dir, ignore_errors=True)  # used once; a killed fold trains again
-        store.mark_done(i, f"fold_{j}", {"held_out": len(held), "fold_train_examples": len(subset), "fold_accuracy": accuracy,
-                                         "seconds": _since(started)})
-    if trained and hasattr(run.student, "release"):
+    predicts the held-out seeds (iter_i/folds/fold_j.jsonl). A fold is a stage of its own; its weights are deleted.
+    With several processes (distributed.py) a full round of folds trains side by side, one per process."""
+    store = run.store
+    folds = stratified_folds(run.seeds, run.config.select.folds, run.config.seed)
+    pending = [j for j in range(len(folds)) if not store.done(i, f"fold_{j}")]
+    width = getattr(run.student, "side_by_side", 1)  # students the processes can train at once, one each
+    for start in range(0, len(pending), max(width, 1)):
+        group = pending[start : start + width]
+        if len(group) == width > 1:
+            _folds_side_by_side(run, i, train_set, folds, group)
+        else:  # one at a time: a lone fold trains across all processes, faster than on one of them
+            for j in group:
+                _fold(run, i, train_set, folds, j)
+    if pending and hasattr(run.student, "release"):
         run.student.release()  # the iteration's own student is reloaded from disk for the test set
+
+
+def _fold(run: RunContext, i: int, train_set: list[Example], folds: list[list[str]], j: int) -> None:
+    it = run.store.iter_dir(i)
+    started = time.perf_counter()
+    subset = without_fold(train_set, set(folds[j]))
+    student_dir = it / "folds" / f"fold_{j}"
+    title = f"fold {j + 1}/{len(folds)} of iteration {i}"
+    _finetune(run, subset, student_dir, f"finetune {title}")
+    held = [seed for seed in run.seeds if seed.id in set(folds[j])]
+    accuracy = _evaluate(run, student_dir, held, it / "folds" / f"fold_{j}.jsonl", f"evaluate {title}")
+    shutil.rmtree(student_dir, ignore_errors=True)  # used once; a killed fold trains again
+    run.store.mark_done(i, f"fold_{j}", {"held_out": len(held), "fold_train_examples": len(subset), "fold_accuracy": accuracy,
+                                         "seconds": _since(started)})
+
+
+def _folds_side_by_side(run: RunContext, i: int, train_set: list[Example], folds: list[list[str]], group: list[int]) -> None:
+    """Folds trained at the same time, each by one process on its own device, exactly as one after another would
+    (the same seed, batches and code). Each fold's `seconds` is its share of the wall time, `own_seconds` what it took
+    on its process: their difference is the time saved (metrics.json: folds_side_by_side)."""
+    it = run.store.iter_dir(i)
+    started = time.perf_counter()
+    held = {j: [seed for seed in run.seeds if seed.id in set(folds[j])] for j in group}
+    subsets = {j: without_fold(train_set, set(folds[j])) for j in group}
+    jobs = [Apart(pairs=_pairs(run, subsets[j]), student_dir=it / "folds" / f"fold_{j}", questions=questions(run, held[j]))
+            for j in group]
+    title = f"folds {', '.join(str(j + 1) for j in group)}/{len(folds)} of iteration {i}, side by side"
+    with run.ui.stage(f"finetune and evaluate {title}", total=run.student.train_steps(len(jobs[0].pairs))) as advance:
+        answers = run.student.train_apart(jobs, advance)
+    share = _since(started) / len(group)
+    for j, job, answer in zip(group, jobs, answers):
+        accuracy = write_predictions(run.task, held[j], answer.outputs, answer.gold, it / "folds" / f"fold_{j}.jsonl")
+        shutil.rmtree(job.student_dir, ignore_errors=True)
+        run.store.mark_done(i, f"fold_{j}", {"held_out": len(held[j]), "fold_train_examples": len(subsets[j]),
+                                             "fold_accuracy": accuracy, "process": answer.process,
+                                             "own_seconds": answer.seconds, "seconds": round(share, 2)})
 
 
 def _evaluate(run: RunContext, student_dir: Path, examples: list[Example], path: Path, title: str) -> float:
     """Predict the examples with the student in student_dir; write id, output, answer, correct and the log-probability
     of the gold answer (when scored, or needed for confidence selection) to path; return the accuracy."""
-    task, student, mode = run.task, run.student, run.config.eval.predict
-    prompts = [task.student_messages(e) for e in examples]
-    choices = [task.answer_choices(e) for e in examples]
-    scorable = hasattr(student, "score") and all(choices)
-    if mode == "score" and not scorable:
-        raise ConfigError(f"eval.predict=score needs a task with a known answer set and a student that scores "
-                          f"(task.type={run.config.task.type}, student.type={run.config.student.type}); use eval.predict=generate")
-    gold: list[float | None] = [None] * len(examples)
     with run.ui.stage(title, total=len(examples)) as advance:
-        if scorable and mode != "generate":
-            scores = student.score(student_dir, prompts, choices, advance)
-            outputs = [options[answer_index(row)] for options, row in zip(choices, scores)]
-            gold = [row[options.index(task.target(e))] if task.target(e) in options else None
-                    for e, options, row in zip(examples, choices, scores)]
-        else:
-            outputs = student.predict(student_dir, prompts, task.max_new_tokens, advance)
-    if "confidence" in run.config.select.by and gold[0] is None and hasattr(student, "score"):
-        # An open answer (math): the mean log-probability of the target's tokens, teacher-forced.
-        gold = [row[0] for row in student.score(student_dir, prompts, [[task.target(e)] for e in examples], per_token=True)]
-    rows = [
-        {"id": e.id, "output": output, "answer": task.extract_answer(output), "label": e.label, "correct": task.is_correct(e, output),
-         **({"gold_logprob": round(logprob, 4)} if logprob is not None else {})}
-        for e, output, logprob in zip(examples, outputs, gold)
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(path, rows)
-    return sum(row["correct"] for row in rows) / len(rows)
+        outputs, gold = ask(run.student, student_dir, questions(run, examples), advance)
+    return write_predictions(run.task, examples, outputs, gold, path)
 
 
 def _check_budget(config: Config, store: RunStore) -> None:

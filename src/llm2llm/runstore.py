@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = {
     "student.eval_batch_size",
     "student.num_threads",
     "student.keep_checkpoints",
+    "student.folds_side_by_side",
     "teacher.max_concurrency",
     "teacher.retry_wait_s",
     "teacher.retry_max_wait_s",
@@ -249,6 +250,14 @@ def _metrics(iteration: int, stages: dict[str, dict[str, Any]]) -> dict[str, Any
             metrics.setdefault("folds", {})[stage] = info
         else:
             metrics.update(info)
+    # Out-of-fold students trained side by side (several processes): the wall time they took against the sum of
+    # their own times, which is what one after another would have taken at the same speed.
+    apart = [stage for stage, info in metrics.get("folds", {}).items() if "own_seconds" in info]
+    if apart:
+        wall = round(sum(metrics["stage_seconds"][stage] or 0 for stage in apart), 2)
+        summed = round(sum(metrics["folds"][stage]["own_seconds"] for stage in apart), 2)
+        metrics["folds_side_by_side"] = {"folds": len(apart), "wall_seconds": wall, "summed_seconds": summed,
+                                         "saved_seconds": round(summed - wall, 2)}
     return metrics
 
 

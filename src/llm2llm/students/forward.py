@@ -91,22 +91,26 @@ def _logits_at(model, input_ids, attention_mask, keep, position_ids=None):
     """Logits at the True positions of `keep` (like input_ids), (n × vocab); the head runs at those positions only."""
     import torch
 
-    if attention_mask.dim() == 4 and model.config._attn_implementation == "eager":  # eager adds the mask to the scores
-        attention_mask = torch.zeros(attention_mask.shape, dtype=model.dtype, device=attention_mask.device).masked_fill(
-            ~attention_mask, torch.finfo(model.dtype).min)
+    inner = getattr(model, "module", model)  # under DDP or FSDP the model is wrapped: its config is inside
+    if attention_mask.dim() == 4 and inner.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        attention_mask = torch.zeros(attention_mask.shape, dtype=inner.dtype, device=attention_mask.device).masked_fill(
+            ~attention_mask, torch.finfo(inner.dtype).min)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep).logits
     return logits if logits.dim() == 2 else logits[keep]  # models that honour a boolean logits_to_keep return just those
 
 
-def causal_lm_loss(model, input_ids, attention_mask, labels, position_ids=None):
-    """Mean next-token cross-entropy over the target tokens (labels != IGNORE_INDEX). Equals the plain
-    `model(..., labels=...).loss` of the same rows."""
+def causal_lm_loss(model, input_ids, attention_mask, labels, position_ids=None, num_items_in_batch=None):
+    """Mean next-token cross-entropy over the target tokens (labels != IGNORE_INDEX); with num_items_in_batch, their
+    sum divided by it (as transformers' loss takes it: a process's share of a batch split between processes). Equals
+    the plain `model(..., labels=...).loss` of the same rows."""
     import torch
 
     targets = labels[:, 1:]
     keep = torch.cat([targets != IGNORE_INDEX, targets.new_zeros(targets.shape[0], 1, dtype=torch.bool)], dim=1)
     logits = _logits_at(model, input_ids, attention_mask, keep, position_ids)
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep[:, :-1]])
+    if num_items_in_batch is None:
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep[:, :-1]])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="sum") / num_items_in_batch
 
 
 def candidate_logprobs(model, prompts: list[list[int]], candidates: list[list[list[int]]], prefix: int = 0,

@@ -22,6 +22,7 @@ from llm2llm.models import resolve_hf
 from llm2llm.students import Advance, Messages, Scores
 from llm2llm.students.forward import (IGNORE_INDEX, PACKABLE, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length,
                                       greedy_choice, worth_packing)
+from llm2llm.students.sharing import Share, gathered, place, training_shares
 
 
 
@@ -103,6 +104,11 @@ class HFStudent:
         self.config = config
         self.seed = seed
         self._in_memory: tuple[Path, Any, Any] | None = None  # (student_dir, model, tokenizer) after train()
+        # Train and predict in this process only, though others were launched with it: an out-of-fold student trained
+        # side by side with others (distributed.py). Otherwise every launched process takes part in each call.
+        self.alone = False
+
+    shares_work = True  # trains and predicts with the other launched processes (distributed.py)
 
     # ── setup ───────────────────────────────────────────────────────────────────────────────────
     @property
@@ -148,6 +154,7 @@ class HFStudent:
               init_from: Path | None = None) -> dict[str, Any]:
         torch = _import_torch()
         from accelerate import Accelerator
+        from accelerate.utils import DistributedType
         from transformers import get_scheduler
 
         self._in_memory = None
@@ -191,6 +198,7 @@ class HFStudent:
 
         loader = torch.utils.data.DataLoader(range(len(encoded)), batch_sampler=batches, collate_fn=collate)
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        together = accelerator.num_processes > 1 and not self.alone  # one model, every launched process (distributed.py)
         # Autocast directly rather than accelerate's mixed_precision, which also copies the (batch x length x
         # vocabulary) logits to fp32: 14% slower on this CPU (bench/speed.py).
         autocast = torch.autocast(accelerator.device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
@@ -198,39 +206,65 @@ class HFStudent:
         optimizer = torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.config.weight_decay, fused=True)
         total_steps = self.config.epochs * len(loader)
         scheduler = get_scheduler("linear", optimizer, int(self.config.warmup_ratio * total_steps), total_steps)
-        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        if together:
+            # DDP, or FSDP where the accelerate config asks: the processes split every batch (sharing.py). The schedule
+            # stays unprepared: it steps once per batch, as in one process (accelerate's would step once per process).
+            model, optimizer = accelerator.prepare(model, optimizer)
+            clipped = list(model.parameters())  # FSDP clips its own sharded parameters; frozen ones have no gradient
+            targets = [sum(label != IGNORE_INDEX for label in labels) for _, labels in encoded]
+        else:  # this process's device only: one process, or one of several training a student alone (no DDP)
+            model.to(accelerator.device)
+            clipped = trainable
+
+        def steps():
+            """Each step's batch (together: this process's share of it) and its Share (None: the batch's mean loss)."""
+            if together:
+                yield from training_shares(batches, targets, collate, accelerator.process_index, accelerator.num_processes,
+                                           accelerator.device)
+            else:
+                for batch in loader:
+                    yield {key: value.to(accelerator.device) for key, value in batch.items()}, None
 
         model.train()
         # Tokens of the examples as written (a shared prefix counts for each): tokens/s compares across code paths.
         log, tokens, started = [], self.config.epochs * sum(len(ids) for ids, _ in encoded), time.perf_counter()
         for epoch in range(self.config.epochs):
             batches.set_epoch(epoch)
-            for batch in loader:
+            for batch, share in steps():
                 with autocast:
-                    loss = model(**batch).loss if self.config.plain_forward else causal_lm_loss(model, **batch)
+                    loss = self._loss(model, batch, share)
                 accelerator.backward(loss)
-                accelerator.clip_grad_norm_(trainable, 1.0)
+                accelerator.clip_grad_norm_(clipped, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                log.append({"step": len(log) + 1, "epoch": epoch, "loss": round(loss.item(), 4)})
+                shown = accelerator.reduce(loss.detach(), "mean") if together else loss  # the whole batch's mean loss
+                log.append({"step": len(log) + 1, "epoch": epoch, "loss": round(shown.item(), 4)})
                 if advance:
                     advance(1)
         seconds = time.perf_counter() - started
 
+        # FSDP: every process holds a shard; the whole weights are gathered on the main process to be saved.
+        state_dict = accelerator.get_state_dict(model) if together and accelerator.distributed_type == DistributedType.FSDP else None
         model = accelerator.unwrap_model(model)
         model.eval()
-        if self.config.finetune == "full":
+        if self.config.finetune == "full" and state_dict is None:
             model.to(compute_dtype)  # evaluation runs in the compute dtype; saving it halves the checkpoint
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if accelerator.is_main_process:
-            model.save_pretrained(out_dir)
+        elif self.config.finetune == "full":
+            state_dict = {key: value.to(compute_dtype) for key, value in state_dict.items()}
+        if accelerator.is_main_process:  # of the launched ones; alone or in one process, this one
+            out_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(out_dir, **({"state_dict": state_dict} if state_dict is not None else {}))
             tokenizer.save_pretrained(out_dir)
             with open(out_dir / "train_log.jsonl", "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(row) + "\n" for row in log)
-        if self.config.finetune == "lora":
+        if together:
+            computed[0] = int(accelerator.reduce(torch.tensor(computed[0], device=accelerator.device), "sum"))
+            accelerator.wait_for_everyone()  # the student is on disk before any process reads it back
+        if state_dict is None and self.config.finetune == "lora":
             model = model.merge_and_unload()  # plain weights generate faster than adapter layers
-        self._in_memory = (out_dir, model, tokenizer)
+        # Under FSDP no process holds the whole student: it is read back from disk to predict.
+        self._in_memory = (out_dir, model, tokenizer) if state_dict is None else None
         return {
             "train_examples": len(pairs),
             "train_steps": len(log),
@@ -239,8 +273,19 @@ class HFStudent:
             "train_tokens_computed": computed[0],
             "final_loss": log[-1]["loss"] if log else None,
             "base_fingerprint": base_fingerprint,
-            "trained_fingerprint": _fingerprint(model),
+            "trained_fingerprint": _fingerprint(model) if state_dict is None else None,
         }
+
+    def _loss(self, model, batch: dict[str, Any], share: Share | None):
+        """The batch's mean loss over its target tokens; a process's share of a batch: its summed loss over the
+        batch's target tokens per process (sharing.py)."""
+        if share is None:
+            return model(**batch).loss if self.config.plain_forward else causal_lm_loss(model, **batch)
+        if self.config.plain_forward:
+            loss = model(**batch, num_items_in_batch=share.tokens).loss
+        else:
+            loss = causal_lm_loss(model, **batch, num_items_in_batch=share.tokens)
+        return loss * 0 if share.stand_in else loss
 
     def _add_lora(self, model):
         try:
@@ -292,8 +337,8 @@ class HFStudent:
         )
         outputs: list[str] = [""] * len(encoded)
         device = next(model.parameters()).device
-        for start in range(0, len(order), self.config.eval_batch_size):
-            batch = order[start : start + self.config.eval_batch_size]
+        mine = self._my_batches(order)
+        for batch in mine:
             width = max(len(encoded[i]) for i in batch)
             input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -308,7 +353,7 @@ class HFStudent:
                 outputs[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
             if advance:
                 advance(len(batch))
-        return outputs
+        return self._all_answers(outputs, mine, advance)
 
     def score(self, student_dir: Path, prompts: list[Messages], candidates: list[list[str]],
               advance: Advance | None = None, per_token: bool = False) -> list[list[float]]:
@@ -323,16 +368,34 @@ class HFStudent:
         prefix = common_prefix_length(encoded, [len(ids) for ids in encoded])
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         scores: list[Scores] = [Scores() for _ in encoded]
+        mine = self._my_batches(order)
         with torch.inference_mode():
-            for start in range(0, len(order), self.config.eval_batch_size):
-                batch = order[start : start + self.config.eval_batch_size]
+            for batch in mine:
                 found = candidate_logprobs(model, [encoded[i] for i in batch], [options[i] for i in batch], prefix)
                 for i, row in zip(batch, found):
                     totals = [sum(values) / (len(values) if per_token else 1) for values in row]
                     scores[i] = Scores(totals, greedy=greedy_choice(options[i], row))
                 if advance:
                     advance(len(batch))
-        return scores
+        return self._all_answers(scores, mine, advance)
+
+    def _my_batches(self, order: list[int]) -> list[list[int]]:
+        """The prediction batches this process computes: every one in one process (or alone); with others, every
+        N-th, the others' share going to them (sharing.py). The batches are those of one process, so are the answers."""
+        size = self.config.eval_batch_size
+        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        rank, processes = (0, 1) if self.alone else place()
+        return batches[rank::processes]
+
+    def _all_answers(self, answers: list[Any], mine: list[list[int]], advance: Advance | None) -> list[Any]:
+        """The answers of every process, in order, where several shared the batches."""
+        if self.alone or place()[1] == 1:
+            return answers
+        filled = [i for batch in mine for i in batch]
+        answers = gathered(answers, filled)
+        if advance:
+            advance(len(answers) - len(filled))  # the other processes' batches
+        return answers
 
     def release(self) -> None:
         self._in_memory = None
