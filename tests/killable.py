@@ -59,3 +59,35 @@ class PausingStudent(HFStudent):
             pause_at(f"finetune-step:{iteration}")
 
         return super().train(pairs, out_dir, step, init_from)
+
+
+def killable_config(root: Path, model_dir: str, student: str = "", extra: str = "") -> Path:
+    """A tiny run's config (conftest's rows, the tiny model) whose student and teacher are this module's; `student`
+    adds lines to the student section, `extra` sections of its own."""
+    from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
+
+    seeds, test = write_jsonl(root / "seeds.jsonl", SEED_ROWS), write_jsonl(root / "test.jsonl", TEST_ROWS)
+    config = root / "config.yaml"
+    config.write_text(
+        f"data:\n  seed_path: {seeds}\n  test_path: {test}\n"
+        f"student:\n  type: killable:PausingStudent\n  model: {model_dir}\n  finetune: full\n  epochs: 1\n"
+        f"  batch_size: 4\n  learning_rate: 1.0e-3\n{student}"
+        f"teacher:\n  type: killable:LoggingTeacher\n  samples_per_wrong: 2\n  max_concurrency: 2\n{extra}"
+        "loop:\n  iterations: 2\n")
+    return config
+
+
+def reference_run(config: Path, overrides: list[str]):
+    """One uninterrupted run of `config` in this process, and the teacher replies it paid for (line → count)."""
+    from collections import Counter
+
+    from llm2llm.config import load_config
+    from llm2llm.loop import run
+
+    log = config.parent / "reference.calls"
+    os.environ["LLM2LLM_TEST_CALL_LOG"] = str(log)
+    try:
+        store = run(load_config(config, overrides))
+    finally:
+        del os.environ["LLM2LLM_TEST_CALL_LOG"]
+    return store, Counter(log.read_text().splitlines())

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LABELS, SEED_ROWS, TEST_ROWS, write_jsonl
+from conftest import LABELS, SEED_ROWS, TEST_ROWS
+from killable import killable_config, reference_run
 from llm2llm import report
-from llm2llm.config import load_config
 from llm2llm.distributed import launch_command
 from llm2llm.errors import ConfigError
-from llm2llm.loop import run
 from llm2llm.runstore import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,22 +107,11 @@ def test_two_processes_train_and_predict_as_one_process_does(tmp_path, tiny_mode
 def loop_setup(tmp_path_factory, tiny_model_dir):
     """A tiny out-of-fold run (3 folds: two side by side, one across both processes), and one process's run of it."""
     root = tmp_path_factory.mktemp("distributed")
-    seeds, test = write_jsonl(root / "seeds.jsonl", SEED_ROWS), write_jsonl(root / "test.jsonl", TEST_ROWS)
-    config = root / "config.yaml"
-    config.write_text(
-        f"data:\n  seed_path: {seeds}\n  test_path: {test}\n"
-        f"student:\n  type: killable:PausingStudent\n  model: {tiny_model_dir}\n  finetune: full\n  epochs: 1\n"
-        "  batch_size: 4\n  eval_batch_size: 2\n  learning_rate: 1.0e-3\n  dtype: float32\n"
-        "teacher:\n  type: killable:LoggingTeacher\n  samples_per_wrong: 2\n  max_concurrency: 2\n"
-        "select:\n  by: out_of_fold\n  folds: 3\nloop:\n  iterations: 2\n")
-    calls = root / "reference.calls"
-    os.environ["LLM2LLM_TEST_CALL_LOG"] = str(calls)
-    try:
-        reference = run(load_config(config, [f"output_dir={root / 'runs'}", "name=reference"]))
-    finally:
-        del os.environ["LLM2LLM_TEST_CALL_LOG"]
+    config = killable_config(root, tiny_model_dir, student="  eval_batch_size: 2\n  dtype: float32\n",
+                             extra="select:\n  by: out_of_fold\n  folds: 3\n")
+    reference, calls = reference_run(config, [f"output_dir={root / 'runs'}", "name=reference"])
     report.write(reference)  # as `llm2llm run` does
-    return config, reference.root, Counter(calls.read_text().splitlines())
+    return config, reference.root, calls
 
 
 def _files(run_dir: Path) -> set[str]:

@@ -18,11 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from llm2llm.cli import app
-from llm2llm.config import load_config
-from llm2llm.loop import run
 from llm2llm.runstore import RunStore
 
-from conftest import SEED_ROWS, TEST_ROWS, write_jsonl
+from killable import killable_config, reference_run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -34,21 +32,9 @@ COMPARED = ["iter_000/train.jsonl", "iter_000/seed_predictions.jsonl", "iter_000
 def setup(tmp_path_factory, tiny_model_dir):
     """The config every run here uses, and one uninterrupted run of it to compare with."""
     root = tmp_path_factory.mktemp("kill")
-    seeds, test = write_jsonl(root / "seeds.jsonl", SEED_ROWS), write_jsonl(root / "test.jsonl", TEST_ROWS)
-    config = root / "config.yaml"
-    config.write_text(
-        f"data:\n  seed_path: {seeds}\n  test_path: {test}\n"
-        f"student:\n  type: killable:PausingStudent\n  model: {tiny_model_dir}\n  finetune: full\n  epochs: 1\n"
-        "  batch_size: 4\n  learning_rate: 1.0e-3\n"
-        "teacher:\n  type: killable:LoggingTeacher\n  samples_per_wrong: 2\n  max_concurrency: 2\n"
-        "loop:\n  iterations: 2\n")
-    log = root / "reference.calls"
-    os.environ["LLM2LLM_TEST_CALL_LOG"] = str(log)
-    try:
-        reference = run(load_config(config, [f"output_dir={root}", "name=reference"]))
-    finally:
-        del os.environ["LLM2LLM_TEST_CALL_LOG"]
-    return config, reference.root, Counter(log.read_text().splitlines())
+    config = killable_config(root, tiny_model_dir)
+    reference, calls = reference_run(config, [f"output_dir={root}", "name=reference"])
+    return config, reference.root, calls
 
 
 def _start(config: Path, run_dir: Path, pause: str, paused: Path, calls: Path) -> subprocess.Popen:
