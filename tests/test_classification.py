@@ -56,6 +56,7 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ("Text: Two lines of\ncomplaint about charges\nLabel: billing", ("Two lines of\ncomplaint about charges", "billing")),
         ("Text: A charge I do not recognise", ("A charge I do not recognise", "billing")),  # label line omitted
         ("Text: Why was the (annual) fee charged twice?\nLabel: billing", ("Why was the (annual) fee charged twice?", "billing")),
+        ("Text: I was billed at 5 p.m. (EST)\nLabel: billing", ("I was billed at 5 p.m. (EST)", "billing")),
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):

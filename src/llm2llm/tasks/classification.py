@@ -107,7 +107,7 @@ class ClassificationTask:
                 raise Rejected("label_changed", f"{parent.label} -> {written}")
         if normalize(text) == normalize(parent.text):
             raise Rejected("copy_of_seed")
-        if re.search(r"[?.!]\s*\([^()]*\)\s*$", text):
+        if re.search(r"[?.!]\s*\((?:[^()\s]+\s+){2,}[^()]*\)\s*$", text):  # a remark of 3+ words, not "5 p.m. (EST)"
             # "Who was ...? (This is the same as the misclassified example)": the teacher's remark, not the example's.
             raise Rejected("teacher_note", text[text.rindex("(") :][:40])
         return {"text": text, "label": label}
