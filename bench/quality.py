@@ -55,6 +55,7 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     "oof_confidence=llm2llm select.by=out_of_fold+confidence",
     # how much to ask for (3 requests a parent), and in what form: the seed's wording kept by a similarity check, the
     # teacher asked to keep the seed's form, or both
+    "oof_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3",  # amount alone: neither check nor form prompt
     "oof_like_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3",
     "oof_form_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3 task.teacher_keep_form=true",
     "oof_form_all_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",

@@ -19,7 +19,7 @@ import pytest
 from conftest import LABELS, SEED_ROWS, TEST_ROWS
 from killable import killable_config, reference_run
 from llm2llm import report
-from llm2llm.distributed import launch_command
+from llm2llm.distributed import free_port, launch_command
 from llm2llm.errors import ConfigError
 from llm2llm.runstore import RunStore
 
@@ -34,7 +34,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), *args]
 
 
 def _close(found, expected, tolerance: float = 2e-4):
@@ -193,6 +193,7 @@ def test_processes_runs_the_command_under_accelerate_launch(tmp_path, monkeypatc
     command = launch_command(2, None, ["run", "c.yaml"])
     assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-4:] == ["-m", "llm2llm", "run", "c.yaml"]
     assert command[command.index("--num_processes") + 1] == "2" and "--multi_gpu" in command  # DDP (gloo on CPUs)
+    assert 0 < int(command[command.index("--main_process_port") + 1]) < 65536  # a free port, not a fixed one
 
     # The README's FSDP config, as accelerate reads it.
     readme = (REPO / "README.md").read_text()

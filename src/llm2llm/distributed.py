@@ -222,6 +222,18 @@ def launch_command(processes: int, accelerate_config: Path | None, command: list
         launch.append("--multi_gpu")
     if chosen is None:  # what accelerate would otherwise say it assumed, at length
         launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if not (chosen and getattr(load_config_from_file(str(chosen)), "main_process_port", None)):
+        # A free port of this machine, not accelerate's fixed 29500: two runs (or a run just ended) do not collide.
+        launch += ["--main_process_port", str(free_port())]
     if "OMP_NUM_THREADS" not in os.environ:  # the launcher's default is 1 thread per process: share the cores instead
         launch += ["--num_cpu_threads_per_process", str(max(1, (os.cpu_count() or 1) // processes))]
     return launch + ["-m", "llm2llm", *command]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that no one listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -215,7 +215,7 @@ def _fold_predictions(run: RunContext, i: int, train_set: list[Example]) -> None
     folds = stratified_folds(run.seeds, run.config.select.folds, run.config.seed)
     pending = [j for j in range(len(folds)) if not store.done(i, f"fold_{j}")]
     width = getattr(run.student, "side_by_side", 1)  # students the processes can train at once, one each
-    for start in range(0, len(pending), max(width, 1)):
+    for start in range(0, len(pending), width):
         group = pending[start : start + width]
         if len(group) == width > 1:
             _folds_side_by_side(run, i, train_set, folds, group)
