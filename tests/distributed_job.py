@@ -46,6 +46,7 @@ def main(spec_path: str) -> None:
             (out / f"{name}.json").write_text(json.dumps({"stats": stats, "predictions": predictions, "scores": scores,
                                                           "processes": team.size, "scored_by_process": scored}),
                                               encoding="utf-8")
+    team.leave()
 
 
 if __name__ == "__main__":

@@ -126,6 +126,16 @@ class Team:
         if self.size > 1:
             self.tell("stop")
 
+    def leave(self) -> None:
+        """Close torch.distributed once every process is here (each calls this last). A process that exits with its
+        gloo group still open can abort on the way out ("terminate called without an active exception"), and the
+        launcher then stops the others mid-work: a finished run would end as a failed one."""
+        if self.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier(group=self.channel)
+            dist.destroy_process_group()
+
     # ── a helper ────────────────────────────────────────────────────────────────────────────────
     def serve(self, student: Student) -> None:
         """Do what the main process says, with it, until it says stop."""

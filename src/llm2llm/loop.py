@@ -52,6 +52,7 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
     team = join()
     if not team.is_main:
         team.serve(student or build_student(config.student, config.seed))
+        team.leave()
         return store
     seeds, test, task = load_data(config)
     seeds, test = preflight(config, task, seeds, test, student=student, teacher=teacher)  # in seconds, nothing written yet
@@ -71,6 +72,7 @@ def run(config: Config, *, force: bool = False, ui=None, student: Student | None
                 verifier.close()
             context.cache.close()
     team.dismiss()  # only after success: a helper left inside a failed step is stopped by the launcher instead
+    team.leave()
     return store
 
 
