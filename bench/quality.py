@@ -50,17 +50,21 @@ NOTES = "<!-- notes: written by hand, kept when the bench rewrites this file -->
 METHODS = ["finetune"]
 VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch student; every row paired with finetune
     "paper=llm2llm select.by=train_errors",  # the paper's selection: wrong after training on them
-    "oof=llm2llm select.by=out_of_fold",  # wrong when held out (3 folds)
-    "confidence=llm2llm select.by=confidence",  # the paper's errors plus the least confident 20% of the seeds
-    "oof_confidence=llm2llm select.by=out_of_fold+confidence",
+    # (select.by other than train_errors now implies 3 requests and the form prompt: these rows spell out 1 and off)
+    "oof=llm2llm select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",  # wrong when held out (3 folds)
+    # the paper's errors plus the least confident 20% of the seeds
+    "confidence=llm2llm select.by=confidence teacher.samples_per_wrong=1 task.teacher_keep_form=false",
+    "oof_confidence=llm2llm select.by=out_of_fold+confidence teacher.samples_per_wrong=1 task.teacher_keep_form=false",
     # how much to ask for (3 requests a parent), and in what form: the seed's wording kept by a similarity check, the
     # teacher asked to keep the seed's form, or both
-    "oof_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3",  # amount alone: neither check nor form prompt
-    "oof_like_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3",
+    "oof_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=false",  # amount alone
+    "oof_like_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3 task.teacher_keep_form=false",
     "oof_form_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3 task.teacher_keep_form=true",
+    # the default loop since the flip (what `llm2llm run` does with no select/teacher keys set), spelled out
     "oof_form_all_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
-    "auggpt_oof=auggpt select.by=out_of_fold",  # count-matched to the oof row of the same repeat
-    "more_data_oof=more_data select.by=out_of_fold",
+    # count-matched to the oof row of the same repeat (the same extra overrides; the baselines ask as the paper does)
+    "auggpt_oof=auggpt select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",
+    "more_data_oof=more_data select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",
     "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again
     "real_3x=more_data augment.count={seeds2}",
 ]

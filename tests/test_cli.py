@@ -191,10 +191,17 @@ def test_status_after_an_early_stop_gives_the_reason_and_marks_skipped_stages(tm
 
     seeds, test = data_files
     config = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"output_dir={tmp_path / 'runs'}",
-                                "teacher.type=scripted:ScriptedTeacher", "loop.iterations=3"])
+                                "teacher.type=scripted:ScriptedTeacher", "loop.iterations=3", "select.by=train_errors"])
     run(config, student=ScriptedStudent(set()))  # every seed right at iteration 0: nothing to augment
     result = invoke("status", str(config.run_dir))
     output = " ".join(result.output.split())
     assert result.exit_code == 0 and "finished — stopped after iteration 0: no seed example is wrong" in output
     assert "iter 0: finetune✓ evaluate✓ select✓ test✓ generate– append–" in output
     assert "iter 1: skipped" in output and "iter 2: skipped" in output and "·" not in output.split("✓ done")[0]
+
+    # The default loop says it in its own terms: no seed is wrong when held out.
+    default = load_config(None, [f"data.seed_path={seeds}", f"data.test_path={test}", f"output_dir={tmp_path / 'runs'}",
+                                 "teacher.type=scripted:ScriptedTeacher", "loop.iterations=3", "name=default"])
+    run(default, student=ScriptedStudent(set()))
+    output = " ".join(invoke("status", str(default.run_dir)).output.split())
+    assert "finished — stopped after iteration 0: no seed example is wrong when held out" in output

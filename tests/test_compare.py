@@ -52,6 +52,7 @@ def config_file(tmp_path, data_files, tiny_model_dir):
         "student": {"model": tiny_model_dir, "finetune": "full", "epochs": 1, "batch_size": 4, "learning_rate": 1e-3},
         "teacher": {"type": "scripted:ScriptedTeacher", "samples_per_wrong": 2},
         "loop": {"iterations": 3},
+        "select": {"by": "train_errors"},  # the paper's loop: its trainings are counted below
         "augment": {"pool_path": str(pool), "max_rounds": 6},
     }
     path = tmp_path / "compare.yaml"

@@ -155,3 +155,27 @@ def test_the_same_key_in_two_sections_and_yaml_merges_are_fine(tmp_path):
     path.write_text("teacher: &t\n  model: a\n  max_tokens: 64\nquality:\n  verifier:\n    <<: *t\n    model: b\n")
     config = load_config(path)
     assert config.teacher.model == "a" and config.quality.verifier.model == "b" and config.quality.verifier.max_tokens == 64
+
+
+def test_the_default_loop_is_the_one_that_won_and_the_papers_is_one_switch_away():
+    default = load_config()  # out-of-fold errors, 3 requests a parent, the seed's form kept (docs/results.md)
+    assert (default.select.by, default.teacher.samples_per_wrong, default.task.teacher_keep_form) == ("out_of_fold", 3, True)
+    paper = load_config(None, ["select.by=train_errors"])  # the paper's loop: 1 request, new wording
+    assert (paper.teacher.samples_per_wrong, paper.task.teacher_keep_form) == (1, False)
+    # A key set by hand stays as set, either way; the baselines ask as the paper does.
+    assert load_config(None, ["select.by=train_errors", "teacher.samples_per_wrong=2"]).teacher.samples_per_wrong == 2
+    assert load_config(None, ["task.teacher_keep_form=false"]).task.teacher_keep_form is False
+    auggpt = load_config(None, ["augment.method=auggpt", "augment.count=5", "loop.iterations=1"])
+    assert (auggpt.teacher.samples_per_wrong, auggpt.task.teacher_keep_form) == (1, False)
+    # Resolved once: the values a run freezes in its config.yaml read back the same.
+    assert Config.model_validate(default.model_dump(mode="json")) == default
+
+
+def test_runs_named_before_the_default_changed_keep_their_names():
+    from llm2llm.compare import config_hash
+    from llm2llm.data import content_hash
+
+    # A compare run's name hashes what differs from the paper's loop, the defaults when the finished runs were named.
+    assert config_hash(load_config(None, ["select.by=train_errors"])) == content_hash({}, length=8)
+    spelled = ["select.by=out_of_fold", "teacher.samples_per_wrong=3", "task.teacher_keep_form=true"]
+    assert config_hash(load_config(None)) == config_hash(load_config(None, spelled))

@@ -32,7 +32,7 @@ COMPARED = ["iter_000/train.jsonl", "iter_000/seed_predictions.jsonl", "iter_000
 def setup(tmp_path_factory, tiny_model_dir):
     """The config every run here uses, and one uninterrupted run of it to compare with."""
     root = tmp_path_factory.mktemp("kill")
-    config = killable_config(root, tiny_model_dir)
+    config = killable_config(root, tiny_model_dir, extra="select:\n  by: train_errors\n")  # the paper's loop: its stages
     reference, calls = reference_run(config, [f"output_dir={root}", "name=reference"])
     return config, reference.root, calls
 

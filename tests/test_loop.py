@@ -25,7 +25,10 @@ class Boom(Exception):
 
 
 def _overrides(seeds, test, model_dir):
+    """The paper's loop (select.by=train_errors), whose parents the scripted student decides; the default out-of-fold
+    selection is tested in test_select.py."""
     return [
+        "select.by=train_errors",
         f"data.seed_path={seeds}", f"data.test_path={test}", f"student.model={model_dir}", "student.finetune=full",
         "student.epochs=1", "student.batch_size=4", "student.learning_rate=1e-3", "student.keep_checkpoints=all",
         "teacher.type=scripted:ScriptedTeacher", "teacher.samples_per_wrong=2", f"loop.iterations={ITERATIONS}",

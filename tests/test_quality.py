@@ -126,7 +126,7 @@ TEST_SET = [Example(id="t1", text="please send the refund for my broken blender 
 
 
 def _run_generate(tmp_path, teacher, verifier, overrides=()):
-    config = load_config(None, list(overrides))
+    config = load_config(None, ["select.by=train_errors", *overrides])  # one request a parent, the paper's prompt
     task = build_task(config.task, SEEDS)
     wrong = SEEDS[:5]
     teacher.replies.update({
@@ -226,7 +226,8 @@ class RefusingTeacher(CannedTeacher):
 
 
 def test_runaway_replies_and_requests_too_big_for_the_teacher_are_counted_rejections(tmp_path):
-    config = load_config(None, ["quality.verify=false", "teacher.max_failure_ratio=0"])  # any failed request would stop it
+    # any failed request would stop it; one request a parent
+    config = load_config(None, ["quality.verify=false", "teacher.max_failure_ratio=0", "teacher.samples_per_wrong=1"])
     task = build_task(config.task, SEEDS)
     teacher = RefusingTeacher("teacher", {
         "refund me": "Text: " + "please refund me " * 6000 + "\nLabel: billing",  # a 100k-character reply

@@ -91,3 +91,18 @@ def test_a_corrupt_metrics_file_is_read_from_the_state_instead(tmp_path):
     store.mark_done(0, "finetune", {"train_examples": 3, "seconds": 1.5})
     (store.root / "iter_000" / "metrics.json").write_text("{")
     assert store.metrics(0) == {"iteration": 0, "stage_seconds": {"finetune": 1.5}, "train_examples": 3}
+
+
+def test_a_run_frozen_before_the_form_key_is_read_as_it_ran(tmp_path):
+    """teacher_keep_form's default follows select.by now; a run frozen without the key asked for new wording."""
+    store = RunStore(tmp_path / "run")
+    old = load_config(None, ["task.teacher_keep_form=false", "teacher.samples_per_wrong=1"])
+    store.open(old)
+    frozen = yaml.safe_load((store.root / "config.yaml").read_text())
+    assert frozen["select"]["by"] == "out_of_fold"
+    del frozen["task"]["teacher_keep_form"]  # as written by a version without the key
+    (store.root / "config.yaml").write_text(yaml.safe_dump(frozen))
+    assert store.config().task.teacher_keep_form is False
+    store.open(old)  # resumes as it ran
+    with pytest.raises(RunStateError, match="changed: task.teacher_keep_form"):
+        store.open(load_config(None, ["teacher.samples_per_wrong=1"]))  # today's default would keep the form

@@ -50,6 +50,7 @@ def tracked_run(tmp_path_factory, tiny_model_dir):
         config = load_config(None, [
             f"data.seed_path={seeds}", f"data.test_path={test}", f"student.model={tiny_model_dir}", "student.finetune=full",
             "student.epochs=2", "student.batch_size=4", "teacher.type=scripted:ScriptedTeacher", "loop.iterations=2",
+            "select.by=train_errors",
             f"output_dir={root / 'runs'}", "name=tracked", f"report_to=[{', '.join(TRACKERS)}]"])
         ScriptedTeacher.calls = []
         store = run(config)

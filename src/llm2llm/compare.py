@@ -31,13 +31,15 @@ from llm2llm.report import rows
 from llm2llm.reuse import start_from_donor
 from llm2llm.runstore import RESUMABLE_CHANGES, RunStore, flatten
 
-# Each method is the user's config plus these overrides (see `augment.*` and `student.continue_training`).
+# Each method is the user's config plus these overrides (see `augment.*` and `student.continue_training`). The
+# baselines train once and select nothing: select.by=train_errors says so (no out-of-fold students beside the one).
+ONCE = ["loop.iterations=1", "select.by=train_errors"]
 METHODS: dict[str, list[str]] = {
-    "finetune": ["loop.iterations=1"],  # the seeds alone, with the student recipe of the config
+    "finetune": ONCE,  # the seeds alone, with the student recipe of the config
     "llm2llm": [],
-    "auggpt": ["augment.method=auggpt", "loop.iterations=1"],
-    "eda": ["augment.method=eda", "loop.iterations=1"],
-    "more_data": ["augment.method=more_data", "loop.iterations=1"],
+    "auggpt": ["augment.method=auggpt", *ONCE],
+    "eda": ["augment.method=eda", *ONCE],
+    "more_data": ["augment.method=more_data", *ONCE],
     "one_shot": ["augment.one_shot=true", "loop.iterations=2"],  # paper Table 4
     "source_all": ["augment.source=all"],  # paper Table 6
     "continue_training": ["student.continue_training=true"],  # paper Table 5
@@ -71,10 +73,15 @@ class Method:
 NOT_HASHED = (RESUMABLE_CHANGES - {"loop.iterations", "loop.patience"}) | {"name", "output_dir"}
 
 
+# What config_hash compares against: the defaults of the paper's loop (select.by=train_errors, which were the
+# defaults until the out-of-fold loop replaced them), so runs finished before that change keep their names.
+HASH_BASE = {"select": {"by": "train_errors"}}
+
+
 def config_hash(config: Config) -> str:
-    """What makes two runs give the same result: the config's values that differ from the defaults, NOT_HASHED keys
+    """What makes two runs give the same result: the config's values that differ from HASH_BASE's, NOT_HASHED keys
     left out (so a key added in a later version, at its default, does not rename finished runs)."""
-    flat, defaults = flatten(config.model_dump(mode="json")), flatten(Config().model_dump(mode="json"))
+    flat, defaults = flatten(config.model_dump(mode="json")), flatten(Config(**HASH_BASE).model_dump(mode="json"))
     return content_hash({k: v for k, v in flat.items() if k not in NOT_HASHED and v != defaults.get(k)}, length=8)
 
 

@@ -32,11 +32,12 @@ class TaskConfig(_Section):
     teacher_context_examples: int = Field(
         3, ge=0, description="Other seed examples with the same answer shown to the teacher as context."
     )
-    teacher_keep_form: bool = Field(
-        False, description="classification: ask the teacher to keep the misclassified example's form (its opening "
+    teacher_keep_form: bool | None = Field(
+        None, description="classification: ask the teacher to keep the misclassified example's form (its opening "
         "words, sentence type, length) and change its subject and details, instead of new wording. A small teacher "
         "told to reword writes a textbook example of the label (on TREC, 'Describe ...' for a 'What is ...?' "
-        "description question); pairs with quality.min_seed_rouge_l, which rejects replies unlike their seed.",
+        "description question). None: on, except in the paper's loop (select.by=train_errors) and the baselines "
+        "(augment.method other than llm2llm), which ask for new wording.",
     )
 
 
@@ -130,7 +131,10 @@ class TeacherConfig(_Section):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(256, ge=1, description="Longest teacher reply; longer replies are rejected as truncated.")
-    samples_per_wrong: int = Field(1, ge=1, description="New examples asked for per wrong seed example per iteration (paper: 1).")
+    samples_per_wrong: int | None = Field(
+        None, ge=1, description="New examples asked for per selected seed example per iteration. None: 3, except in the "
+        "paper's loop (select.by=train_errors), which asks for 1.",
+    )
     show_student_answer: bool | None = Field(
         None, description="Tell the teacher what the student answered instead (the confusion to teach). None: on, "
         "except with select.by=train_errors, the paper's loop, whose prompt shows only the example and its answer.",
@@ -162,8 +166,9 @@ class LoopConfig(_Section):
 
 class SelectConfig(_Section):
     by: Literal["train_errors", "out_of_fold", "confidence", "out_of_fold+confidence"] = Field(
-        "train_errors",
-        description="Which seed examples the teacher writes from. train_errors (the paper): those the student gets wrong "
+        "out_of_fold",
+        description="Which seed examples the teacher writes from. train_errors (the paper's loop, with "
+        "teacher.samples_per_wrong=1 and the paper's prompt unless those are set): those the student gets wrong "
         "after training on them. out_of_fold: those wrong when held out (k students, each trained without a fold of "
         "seeds and the examples made from them). confidence: train_errors plus the seeds whose gold answer gets the "
         "lowest probability. out_of_fold+confidence: the out-of-fold errors plus the lowest out-of-fold probabilities.",
@@ -295,6 +300,18 @@ class Config(_Section):
         if isinstance(value, str):
             value = [name.strip() for name in value.split(",") if name.strip() not in ("", "none")]
         return list(dict.fromkeys(value)) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _paper_or_ours(self) -> "Config":
+        """What select.by implies where a key is left at None: the loop that wins here (out-of-fold errors, 3 requests
+        a parent, the seed's form kept), or with select.by=train_errors the paper's loop (1 request, new wording).
+        Resolved once, here, so a run's config.yaml says what it did."""
+        paper = self.select.by == "train_errors" or self.augment.method != "llm2llm"
+        if self.teacher.samples_per_wrong is None:
+            self.teacher.samples_per_wrong = 1 if paper else 3
+        if self.task.teacher_keep_form is None:
+            self.task.teacher_keep_form = not paper
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

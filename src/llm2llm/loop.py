@@ -4,19 +4,21 @@
     for i in 0..n-1:
         1. Finetune  a fresh student from the base weights on D_i
         2. Evaluate  it on the seed set D_0 only (scoring the known answers, or greedy decoding)
-        3. Select    the seed examples to write from: wrong after training (the paper), wrong out of fold (k students
-                     each trained without a fold of seeds and their descendants), or least confident (select.by)
-        4. Generate  new examples from each selected *seed* example with the teacher; validate, drop near-duplicates
-                     and test-set look-alikes, and keep what a blind verifier confirms
+        3. Select    the seed examples to write from (select.by): wrong out of fold (the default: k students each
+                     trained without a fold of seeds and their descendants), wrong after training (the paper), or
+                     least confident
+        4. Generate  new examples from each selected *seed* example with the teacher (3 a seed in the seed's form by
+                     default, 1 in new wording in the paper's loop); validate, drop near-duplicates and test-set
+                     look-alikes, and keep what a blind verifier confirms
         5. Append    D_{i+1} = D_i + accepted
     and evaluate on the test set (each iteration if asked, the last one always).
 
 The paper's ablations are switches: student.continue_training (Table 5), augment.one_shot (Table 4),
-augment.source=all (Table 6); its selection is select.by=train_errors. The last iteration does not generate: no
-student would be trained on that data. With out-of-fold selection every iteration gets an accuracy estimate that
-needs no test set; the stopping rule reads it, and the run names its best iteration by it. A stage whose
-done-marker is in state.json is skipped on a re-run; one that died half-way is redone, its teacher calls coming
-from the cache.
+augment.source=all (Table 6); its loop is select.by=train_errors (config.Config._paper_or_ours). The last
+iteration does not generate: no student would be trained on that data. With out-of-fold selection every iteration
+gets an accuracy estimate that needs no test set; the stopping rule reads it, and the run names its best iteration by
+it. A stage whose done-marker is in state.json is skipped on a re-run; one that died half-way is redone, its teacher
+calls coming from the cache.
 """
 
 from __future__ import annotations
@@ -291,6 +293,8 @@ def _early_stop(config: Config, store: RunStore, i: int, parents: list[Example])
     if not parents:
         if config.select.by == "train_errors":
             return f"stopped after iteration {i}: no seed example is wrong, so there is nothing to augment"
+        if config.select.by == "out_of_fold":
+            return f"stopped after iteration {i}: no seed example is wrong when held out, so there is nothing to augment"
         return f"stopped after iteration {i}: select.by={config.select.by} chose no seed example, so there is nothing to augment"
     key, name = ("oof_accuracy", "out-of-fold accuracy") if "oof_accuracy" in store.info(i, "select") else ("seed_accuracy", "seed accuracy")
     accuracies = [(store.info(j, "select") if key == "oof_accuracy" else store.info(j, "evaluate")).get(key, 0.0) for j in range(i + 1)]

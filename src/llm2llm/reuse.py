@@ -26,7 +26,8 @@ from llm2llm.runstore import RESUMABLE_CHANGES, RunStore, flatten
 # (loop length, teacher, checks, budget, the llm2llm method's augment switches, continued training from iteration 1
 # on, how selection uses the predictions) and where or how fast a run goes (RESUMABLE_CHANGES). Of select.by only
 # whether it reads confidence counts: that makes a generated evaluation record the gold answer's log-probability too.
-_AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.")
+_AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.",
+                      "task.teacher_keep_form")
 _IGNORED = RESUMABLE_CHANGES | {"name", "output_dir"}
 _STAGES = ("finetune", "evaluate", "test")  # iteration 0 up to its test evaluation
 _FILES = ("train.jsonl", "seed_predictions.jsonl", "test_predictions.jsonl")

@@ -52,6 +52,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# Keys whose default follows select.by (Config._paper_or_ours): a run frozen before the key existed did what the
+# paper's loop does, whatever its select.by, and is read so (not as today's default would resolve).
+BEFORE_THE_KEY = {"task": {"teacher_keep_form": False}, "teacher": {"samples_per_wrong": 1}}
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in data.items():
@@ -154,6 +159,10 @@ class RunStore:
         if not isinstance(frozen, dict):
             raise RunStateError(f"{path}: the run's frozen config is not a mapping of keys; restore the file, or start "
                                 "a new run with another name=")
+        for section, keys in BEFORE_THE_KEY.items():
+            for key, value in keys.items():
+                if isinstance(frozen.get(section), dict):
+                    frozen[section].setdefault(key, value)
         return frozen
 
     # ── layout ──────────────────────────────────────────────────────────────────────────────────
