@@ -112,11 +112,15 @@ def main() -> None:
 
 def _section(task: str, summary: dict, minutes: float) -> str:
     shown = [o for o in summary["overrides"] if not o.startswith("output_dir=")]
+    finished = {r["method"] for r in summary["runs"] if "skipped" not in r}
+    not_run = [row["method"] for row in summary["table"] if row["method"] not in finished]
+    summary = {**summary, "table": [row for row in summary["table"] if row["method"] in finished]}
     lines = [f"## {task}", "", f"`compare` of configs/{task}.yaml with `{' '.join(shown)}`; "
              f"{summary['repeats']} repeat(s); the runs took {sum(row['minutes'] for row in summary['table']):.0f} min "
              f"(stage times summed), {minutes:.0f} min of it in this invocation (reused runs cost none).", "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in summary["table"]]
+    lines += [f"\nNo finished run on this task yet: {', '.join(not_run)}."] if not_run else []
     lines += ["", "What the teacher produced (all repeats): requests, kept, rejections by reason.", "",
               "| method | teacher requests | parents by reason | kept | rejected by reason | seed acc per iteration (repeat 0) | "
               "out-of-fold acc per iteration (repeat 0) |", "|---|---|---|---|---|---|---|"]

@@ -410,7 +410,7 @@ def config_command(
             overrides, config = [str(config), *(overrides or [])], None  # `llm2llm config key=value` with no file
         if keys:
             # The defaults are what a key is when nothing sets it; every shipped config changes some of them
-            # (the demo: full fine-tune, 3 iterations), so the reference marks what the user will actually get.
+            # (the demo: full fine-tune, 5 epochs), so the reference marks what the user will actually get.
             if config is None and not overrides:
                 shown, source = Path(str(resources.files("llm2llm") / "demo_data" / "demo.yaml")), "llm2llm demo"
             else:
