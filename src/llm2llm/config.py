@@ -271,6 +271,11 @@ class BudgetConfig(_Section):
     max_cost: float | None = Field(None, gt=0, description="The same, in cost; needs teacher.price_input_per_1m and price_output_per_1m.")
 
 
+# The keys whose value select.by implies when left at None (Config._paper_or_ours): the paper's loop, and ours.
+PAPER_LOOP = {"teacher": {"samples_per_wrong": 1}, "task": {"teacher_keep_form": False}}
+OUR_LOOP = {"teacher": {"samples_per_wrong": 3}, "task": {"teacher_keep_form": True}}
+
+
 class Config(_Section):
     name: str = Field("demo", description="Run name: the run lives in <output_dir>/<name>/.")
     output_dir: str = Field("runs", description="Parent folder of run directories; relative to the working directory, even in a config file.")
@@ -307,10 +312,10 @@ class Config(_Section):
         a parent, the seed's form kept), or with select.by=train_errors the paper's loop (1 request, new wording).
         Resolved once, here, so a run's config.yaml says what it did."""
         paper = self.select.by == "train_errors" or self.augment.method != "llm2llm"
-        if self.teacher.samples_per_wrong is None:
-            self.teacher.samples_per_wrong = 1 if paper else 3
-        if self.task.teacher_keep_form is None:
-            self.task.teacher_keep_form = not paper
+        for section, keys in (PAPER_LOOP if paper else OUR_LOOP).items():
+            for key, value in keys.items():
+                if getattr(getattr(self, section), key) is None:
+                    setattr(getattr(self, section), key, value)
         return self
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import yaml
 from pydantic import ValidationError
 
-from llm2llm.config import Config, config_to_yaml
+from llm2llm.config import PAPER_LOOP, Config, config_to_yaml
 from llm2llm.errors import RunStateError
 
 # Keys that change speed or disk use but not results: a resumed run may change them freely.
@@ -54,7 +54,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # Keys whose default follows select.by (Config._paper_or_ours): a run frozen before the key existed did what the
 # paper's loop does, whatever its select.by, and is read so (not as today's default would resolve).
-BEFORE_THE_KEY = {"task": {"teacher_keep_form": False}, "teacher": {"samples_per_wrong": 1}}
+BEFORE_THE_KEY = PAPER_LOOP
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
