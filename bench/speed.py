@@ -1,7 +1,12 @@
 """Student speed on this machine, old path against new in one run: training tokens/s and % of the matmul peak in the
 dtype it trains in, and prediction prompts/s (greedy generation against scoring the labels).
 
-    python bench/speed.py [--model smollm2-135m-instruct] [--task trec] [--epochs 3] [--predict 200]
+    python bench/speed.py [--model smollm2-135m-instruct] [--task trec] [--epochs 3] [--predict 200] [key=value ...]
+    python bench/speed.py --random-init llama-1b [--tokenizer DIR]  # a GPU, where no weights can travel
+
+`--random-init` trains a randomly initialised model of that shape (SmolLM2-135M's, or a ~1B Llama-style one) with the
+bundled SmolLM2 tokenizer (or the one in --tokenizer): speeds, not accuracies, mean something then. On a GPU the peak
+is the bf16 (and fp32) matmul at 8192³ on that device, and the glibc allocator row is left out.
 
 Training data: the task's paper-sized seed set from ../shared/data (TREC-60 by default; the packaged demo tickets
 where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Rows:
@@ -30,18 +35,47 @@ sys.path.insert(0, str(ROOT / "src"))
 from llm2llm.config import load_config  # noqa: E402
 from llm2llm.loop import load_data  # noqa: E402
 from llm2llm.models import resolve_hf  # noqa: E402
-from llm2llm.students import hf  # noqa: E402
+from llm2llm.students import answer_index, hf  # noqa: E402
 from llm2llm.students.hf import HFStudent  # noqa: E402
 
 
-def matmul_peak(m=2048, k=2048, n=2048, dtype=torch.float32, seconds=1.0) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+PEAK_SIZE = 8192 if DEVICE == "cuda" else 2048  # a 2048² product is too small to keep a GPU busy
+# Shapes for --random-init (Llama architecture, SmolLM2's 49k vocabulary, tied embeddings)
+SHAPES = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8),
+}
+
+
+def matmul_peak(m=PEAK_SIZE, k=PEAK_SIZE, n=PEAK_SIZE, dtype=torch.float32, seconds=1.0) -> float:
+    a, b = torch.randn(m, k, dtype=dtype, device=DEVICE), torch.randn(k, n, dtype=dtype, device=DEVICE)
     a @ b
+    _sync()
     repeats, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        a @ b
-        repeats += 1
+        for _ in range(10 if DEVICE == "cuda" else 1):  # queue a few products between waits on the GPU
+            a @ b
+            repeats += 1
+        _sync()
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_model(shape: str, tokenizer_dir: str, target: Path) -> str:
+    """A randomly initialised Llama-style model of `shape` with the given tokenizer, saved where a student loads it."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(**SHAPES[shape], head_dim=64, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0,
+                         max_position_embeddings=8192, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(target)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(target)
+    return str(target)
 
 
 def _answers(task, student, student_dir, examples, mode):
@@ -62,13 +96,20 @@ def main() -> None:
     parser.add_argument("--task", default="trec", help="configs/<task>.yaml (a classification task)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--predict", type=int, default=200, help="test prompts to predict")
+    parser.add_argument("--random-init", choices=list(SHAPES), help="train a randomly initialised model of this shape")
+    parser.add_argument("--tokenizer", help="tokenizer folder for --random-init (default: the bundled SmolLM2's)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides (data.seed_path=..., student.batch_size=...)")
     args = parser.parse_args()
+    scratch = tempfile.TemporaryDirectory()
+    if args.random_init:
+        args.model = random_model(args.random_init, args.tokenizer or resolve_hf("smollm2-135m-instruct"), Path(scratch.name) / "model")
 
-    if (ROOT.parent / "shared" / "data").is_dir():
-        config = load_config(ROOT / "configs" / f"{args.task}.yaml", [f"student.model={args.model}", f"student.epochs={args.epochs}"])
+    overrides = [f"student.model={args.model}", f"student.epochs={args.epochs}", *args.overrides]
+    if (ROOT.parent / "shared" / "data").is_dir() or any(o.startswith("data.seed_path=") for o in args.overrides):
+        config = load_config(ROOT / "configs" / f"{args.task}.yaml", overrides)
     else:
         print("../shared/data is absent: using the packaged demo tickets")
-        config = load_config(None, [f"student.model={args.model}", f"student.epochs={args.epochs}", "student.finetune=full"])
+        config = load_config(None, [*overrides, "student.finetune=full"])
     seeds, test, task = load_data(config)
     pairs = [(task.student_messages(e), task.target(e)) for e in seeds]
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -80,8 +121,9 @@ def main() -> None:
     peaks = {dtype: matmul_peak(dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
     shape_peak = matmul_peak(8 * 100, shape.hidden_size, shape.intermediate_size, dtype=train_dtype)
     peak = peaks[train_dtype]
-    rows = [("CPU capability", torch.backends.cpu.get_cpu_capability(), f"{torch.get_num_threads()} threads", "")]
-    rows += [(f"{str(d).split('.')[-1]} matmul peak (2048²)", f"{p:.0f} GFLOP/s", "← training dtype" if d == train_dtype else "", "")
+    rows = [("GPU", torch.cuda.get_device_name(), f"CUDA {torch.version.cuda}", "") if DEVICE == "cuda" else
+            ("CPU capability", torch.backends.cpu.get_cpu_capability(), f"{torch.get_num_threads()} threads", "")]
+    rows += [(f"{str(d).split('.')[-1]} matmul peak ({PEAK_SIZE}²)", f"{p:.0f} GFLOP/s", "← training dtype" if d == train_dtype else "", "")
              for d, p in peaks.items()]
     rows.append((f"{str(train_dtype).split('.')[-1]} matmul at model shape (800×{shape.hidden_size}×{shape.intermediate_size})",
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
@@ -91,8 +133,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
         # it, to tell the two changes apart; then the new path.
-        for name, plain, allocator in (("old: plain forward", True, False), ("old forward, freed memory kept", True, True),
-                                       ("new: shared prefix, head at targets", False, True)):
+        paths = (("old: plain forward", True, False), ("old forward, freed memory kept", True, True),
+                 ("new: shared prefix, head at targets", False, True))
+        for name, plain, allocator in [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]:
             hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
             student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
             stats = student.train(pairs, Path(tmp) / name)
@@ -120,8 +163,9 @@ def main() -> None:
                      f"agrees with greedy on {100 * agree:.1f}% ({100 * sum(a == b for a, b in valid) / max(len(valid), 1):.1f}% "
                      f"where greedy gave a label; {len(examples) - len(valid)} greedy outputs name no label)"))
 
-    print(f"\nmodel {args.model} ({n_params / 1e6:.0f}M params), {config.name}: {len(pairs)} pairs × {args.epochs} epochs, "
-          f"batch {config.student.batch_size}, full fine-tune, trains in {str(train_dtype).split('.')[-1]}, torch {torch.__version__}\n")
+    model = f"randomly initialised {args.random_init} shape" if args.random_init else args.model
+    print(f"\nmodel {model} ({n_params / 1e6:.0f}M params), {config.name}: {len(pairs)} pairs × {args.epochs} epochs, "
+          f"batch {config.student.batch_size}, full fine-tune on {DEVICE}, trains in {str(train_dtype).split('.')[-1]}, torch {torch.__version__}\n")
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from llm2llm.students import forward  # noqa: E402
 from llm2llm.students.forward import (  # noqa: E402
     IGNORE_INDEX, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, greedy_choice, pack,
 )
@@ -23,6 +24,20 @@ def model(request):
                          num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
                          attn_implementation=request.param)
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(params=["mask", "positions"])
+def keep_by(request, monkeypatch):
+    """Both ways the head is kept to the needed positions: a boolean mask (newer transformers) or the positions
+    every row shares, then each row's own (older ones, where a boolean mask raises IndexError). Returns a check
+    that the forwards went that way."""
+    if request.param == "mask":
+        if not forward.boolean_logits_to_keep():
+            pytest.skip("this transformers takes no boolean logits_to_keep (the positions case covers it)")
+        return forward.boolean_logits_to_keep
+    asked = []
+    monkeypatch.setattr(forward, "boolean_logits_to_keep", lambda: bool(asked.append(1)))  # False, counted
+    return lambda: bool(asked)
 
 
 def _rows():
@@ -50,7 +65,7 @@ def test_pack_mask_lets_a_segment_see_its_ancestors_only():
     assert visible[0, 0, 5].tolist() == [True, True, True, True, False, True]  # sees its parent and the prefix
 
 
-def test_packed_loss_and_gradients_equal_the_padded_batch(model):
+def test_packed_loss_and_gradients_equal_the_padded_batch(model, keep_by):
     rows, prefix = _rows()
     padded = collate_rows(rows, prefix, pad_id=0, pack_rows=False)
     packed = collate_rows(rows, prefix, pad_id=0, pack_rows=True)
@@ -68,6 +83,7 @@ def test_packed_loss_and_gradients_equal_the_padded_batch(model):
         assert loss == pytest.approx(reference, abs=1e-4)
         for grad, expected in zip(grads, reference_grads):
             torch.testing.assert_close(grad, expected, atol=1e-4, rtol=1e-3)
+    assert keep_by()
 
 
 def test_packed_loss_equals_each_example_on_its_own(model):
@@ -85,7 +101,7 @@ def _by_hand(model, prompt, tokens):
     return [logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(tokens)]
 
 
-def test_candidate_logprobs_match_hand_computed_ones(model):
+def test_candidate_logprobs_match_hand_computed_ones(model, keep_by):
     prefix = [3, 9, 4, 12]
     prompts = [prefix + [11, 13, 17], prefix + [14], prefix + [15, 16]]
     # Candidates that share first tokens, differ in length, and a one-token candidate.
@@ -98,6 +114,7 @@ def test_candidate_logprobs_match_hand_computed_ones(model):
         for got, want in zip(found, expected):
             assert [len(values) for values in got] == [len(values) for values in want]
             assert [v for values in got for v in values] == pytest.approx([v for values in want for v in values], abs=1e-4)
+    assert keep_by()
 
 
 def _greedy_by_hand(model, prompt, options):

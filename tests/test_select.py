@@ -198,11 +198,12 @@ def test_confidence_is_the_students_log_probability_of_the_gold_answer(tmp_path,
     model = AutoModelForCausalLM.from_pretrained(store.root / "iter_000" / "student", dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(store.root / "iter_000" / "student")
     seed_set, _, task = load_data(config)
+    tolerance = 2e-2 if torch.cuda.is_available() else 1e-3  # on a GPU the student predicts in bf16, by hand in fp32
     for example, row in zip(seed_set, rows):
         prompt, target = encode_prompt(tokenizer, task.student_messages(example)), encode_target(tokenizer, example.label)
         with torch.no_grad():
             logprobs = model(input_ids=torch.tensor([prompt + target])).logits[0].float().log_softmax(-1)
         by_hand = sum(logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(target))
-        assert row["gold_logprob"] == pytest.approx(by_hand, abs=1e-3)
+        assert row["gold_logprob"] == pytest.approx(by_hand, abs=tolerance)
     mean = HFStudent(config.student, seed=0).score(store.root / "iter_000" / "student", [task.student_messages(seed_set[0])], [[seed_set[0].label]], per_token=True)
-    assert mean[0][0] == pytest.approx(rows[0]["gold_logprob"] / len(encode_target(tokenizer, seed_set[0].label)), abs=1e-3)
+    assert mean[0][0] == pytest.approx(rows[0]["gold_logprob"] / len(encode_target(tokenizer, seed_set[0].label)), abs=tolerance)

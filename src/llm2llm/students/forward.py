@@ -14,6 +14,7 @@ Both give the same numbers as the plain padded forward, to float rounding (tests
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 IGNORE_INDEX = -100  # label id the loss skips (prompt and padding tokens)
@@ -95,8 +96,23 @@ def _logits_at(model, input_ids, attention_mask, keep, position_ids=None):
     if attention_mask.dim() == 4 and inner.config._attn_implementation == "eager":  # eager adds the mask to the scores
         attention_mask = torch.zeros(attention_mask.shape, dtype=inner.dtype, device=attention_mask.device).masked_fill(
             ~attention_mask, torch.finfo(inner.dtype).min)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep).logits
-    return logits if logits.dim() == 2 else logits[keep]  # models that honour a boolean logits_to_keep return just those
+    if boolean_logits_to_keep():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep).logits
+        return logits if logits.dim() == 2 else logits[keep]  # models that honour a boolean logits_to_keep return just those
+    # Older transformers keep positions shared by every row: the union of the rows' kept positions, then each row's own.
+    union = keep.any(0).nonzero().squeeze(1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=union).logits
+    return logits[keep[:, union]]
+
+
+@functools.cache
+def boolean_logits_to_keep() -> bool:
+    """Whether this transformers slices the hidden states with a boolean (batch × length) `logits_to_keep`
+    (`slice_logits_to_keep`: transformers 5.23 has it, 5.17 not). Earlier versions index the length axis with it, which raises
+    IndexError for a 2-D mask (seen with transformers 5.17 on a GPU machine)."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
 
 
 def causal_lm_loss(model, input_ids, attention_mask, labels, position_ids=None, num_items_in_batch=None):
