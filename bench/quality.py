@@ -65,6 +65,11 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     # count-matched to the oof row of the same repeat (the same extra overrides; the baselines ask as the paper does)
     "auggpt_oof=auggpt select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",
     "more_data_oof=more_data select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",
+    # count-matched to the default loop (oof_form_all_s3) of the same repeat
+    "auggpt_s3=auggpt select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
+    "more_data_s3=more_data select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
+    # the default loop with the teacher's examples in the seeds' surface form (case, punctuation)
+    "oof_form_all_s3_seedform=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true quality.match_seed_form=true",
     "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again
     "real_3x=more_data augment.count={seeds2}",
 ]

@@ -11,7 +11,7 @@ from llm2llm.data import Example, read_jsonl
 from llm2llm.context import RunContext
 from llm2llm.generate import teacher_examples
 from llm2llm.progress import SilentUI
-from llm2llm.quality import RougeIndex, rouge_l, verifier_messages, verifier_shots
+from llm2llm.quality import RougeIndex, SurfaceForm, rouge_l, verifier_messages, verifier_shots
 from llm2llm.tasks import build_task, normalize
 from llm2llm.teachers import ReplyCache, TeacherReply
 from llm2llm.tasks.multiple_choice import MultipleChoiceTask
@@ -168,6 +168,38 @@ def test_generate_keeps_flagged_overlap_when_asked_and_skips_verification_when_o
                          "I never got the invoice for last month"}
     assert info["test_overlap_flagged"] == 1 and read_jsonl(tmp_path / "test_overlap.jsonl")[0]["dropped"] is False
     assert verifier.calls == 0 and set(reasons) == {"copy_of_seed", "near_duplicate"}
+
+
+def test_surface_form_is_what_nearly_every_seed_shares():
+    assert SurfaceForm.of(["play some jazz", "book a table for 2 at 7:30"]) == SurfaceForm(lowercase=True, unpunctuated=False)
+    assert SurfaceForm.of(["What is a lynx?", "Who wrote Dune?"]) == SurfaceForm(lowercase=False, unpunctuated=False)
+    twenty = [f"row {i}" for i in range(20)]
+    assert SurfaceForm.of(["Row 0: yes", *twenty[1:]]) == SurfaceForm(lowercase=True, unpunctuated=True)  # 19 of 20
+    assert SurfaceForm.of(["Row 0: yes", "row 1!", *twenty[2:]]) == SurfaceForm(lowercase=True, unpunctuated=False)  # 18 of 20
+    assert SurfaceForm.of([]) == SurfaceForm(lowercase=False, unpunctuated=False)
+
+
+def test_surface_form_lowers_and_unpunctuates_only_what_it_found():
+    text = 'Find the "Age of Success" soundtrack, it\'s rated 3.5 (of 6)!'
+    assert SurfaceForm(True, True).apply(text) == "find the age of success soundtrack its rated 3.5 of 6"
+    assert SurfaceForm(True, False).apply(text) == text.lower()
+    assert SurfaceForm(False, True).apply(text) == "Find the Age of Success soundtrack its rated 3.5 of 6"
+    assert SurfaceForm(False, False).apply(text) == text
+
+
+def test_generate_gives_teacher_examples_the_seeds_form_when_asked(tmp_path):
+    (tmp_path / "off").mkdir(), (tmp_path / "on").mkdir()
+    off, _ = _run_generate(tmp_path / "off", CannedTeacher("teacher", {}), CannedTeacher("verifier", {}),
+                           ["quality.verify=false", "quality.drop_test_overlap=false"])
+    assert off["form_matched"] == 0 and "the app crashes!" in {row["text"] for row in read_jsonl(tmp_path / "off" / "generated.jsonl")}
+    info, reasons = _run_generate(tmp_path / "on", CannedTeacher("teacher", {}), CannedTeacher("verifier", {}),
+                                  ["quality.match_seed_form=true", "quality.verify=false", "quality.drop_test_overlap=false"])
+    # The seeds are lower case without punctuation: so are the examples trained on, and the de-duplication sees them so.
+    generated = [row["text"] for row in read_jsonl(tmp_path / "on" / "generated.jsonl")]
+    assert sorted(generated) == ["i never got the invoice for last month", "please send the refund for my broken blender to my visa card",
+                                 "the app crashes"]
+    assert info["form_matched"] == 3  # 'the app crashes!', both invoice replies ('Where is my parcel?' is a copy, unparsed)
+    assert info["rejected_by_reason"] == {"copy_of_seed": 1, "near_duplicate": 1}
 
 
 def test_generate_can_require_the_seeds_wording(tmp_path):

@@ -227,6 +227,11 @@ class QualityConfig(_Section):
     verifier: TeacherConfig | None = Field(
         None, description="Verifier model, with the teacher's keys (quality.verifier.model=...). None: the teacher, asked greedily."
     )
+    match_seed_form: bool = Field(
+        False,
+        description="Give each teacher example the surface form (nearly) every seed has: lower case where 95% of the "
+        "seeds are, no punctuation where 95% of them have none (generate.py, quality.SurfaceForm). Off changes nothing.",
+    )
     max_reply_ratio: float = Field(
         4.0, gt=0,
         description="Reject a teacher reply longer than this many times the longest seed example (characters of text, "

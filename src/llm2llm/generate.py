@@ -6,6 +6,7 @@ through, in order:
     length         a reply far longer than any seed (quality.max_reply_ratio) is rejected unread: too_long
     parse          the task's parser and validator (and the loop's request_failed / prompt_too_long / truncated /
                    empty_reply; prompt_too_long: the teacher refused the request for its size)
+    surface form   with quality.match_seed_form: lower case and no punctuation where (nearly) every seed is so
     like its seed  ROUGE-L with the seed it was written from < quality.min_seed_rouge_l (off by default): unlike_seed
     near-duplicate ROUGE-L with D_i (seeds included) or an earlier reply of the batch ≥ quality.near_duplicate_rouge_l
     test overlap   ROUGE-L with a test example ≥ quality.test_overlap_rouge_l: listed, and dropped by default
@@ -23,7 +24,7 @@ from pathlib import Path
 from llm2llm.config import TeacherConfig
 from llm2llm.context import RunContext
 from llm2llm.data import Example, write_jsonl
-from llm2llm.quality import RougeIndex, rouge_l, verifier_messages, verifier_shots
+from llm2llm.quality import RougeIndex, SurfaceForm, rouge_l, verifier_messages, verifier_shots
 from llm2llm.tasks import Rejected, Task
 from llm2llm.teachers import TeacherReply, TeacherRequest, generate, price
 
@@ -41,6 +42,8 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
     max_reply_chars = int(config.quality.max_reply_ratio * longest_seed) + 200
     known = RougeIndex([example.text for example in train_set], [example.id for example in train_set])
     test_index = RougeIndex([example.text for example in run.test], [example.id for example in run.test])
+    form = SurfaceForm.of([seed.text for seed in run.seeds]) if config.quality.match_seed_form else None
+    reformed = 0  # examples the surface form changed
     asked: Counter[str] = Counter()  # requests per parent so far: a new round asks with new sample indexes
     accepted, rejected, overlaps, results, verdicts = [], [], [], [], []
     for round_index in range(1 if count is None else config.augment.max_rounds):
@@ -66,6 +69,8 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
             try:
                 _check_length(reply, max_reply_chars, longest_seed, config.quality.max_reply_ratio)
                 example = _parse(task, reply, parent, iteration, request.sample_index, run.teacher.name, key)
+                if form is not None and (text := _match_form(example, form)) != example.text:
+                    example, reformed = example.model_copy(update={"text": text}), reformed + 1
                 _check_like_seed(example, parent, config.quality.min_seed_rouge_l)
                 _check_near_duplicate(example, known, config.quality.near_duplicate_rouge_l)
                 _check_test_overlap(example, test_index, config.quality, overlaps)
@@ -103,6 +108,7 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
         "rejected": len(rejected),
         "rejected_by_reason": dict(Counter(row["reason"] for row in rejected)),
         "test_overlap_flagged": len(overlaps),
+        "form_matched": reformed,
         "teacher_prompt_tokens": sum(reply.prompt_tokens for reply in replies),
         "teacher_cached_prompt_tokens": sum(reply.cached_prompt_tokens for reply in replies if not reply.cached),
         "teacher_completion_tokens": sum(reply.completion_tokens for reply in replies),
@@ -131,6 +137,13 @@ def _parse(task: Task, reply: TeacherReply, parent: Example, iteration: int, sam
         id=f"gen-{iteration:03d}-{parent.id}-{sample_index}", **fields,
         origin="teacher", parent_id=parent.id, iteration=iteration, teacher=teacher, prompt_hash=key,
     )
+
+
+def _match_form(example: Example, form: SurfaceForm) -> str:
+    text = form.apply(example.text)
+    if not text:
+        raise Rejected("empty_text", "nothing left once in the seeds' form")
+    return text
 
 
 def _check_like_seed(example: Example, parent: Example, threshold: float) -> None:
