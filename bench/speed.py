@@ -13,7 +13,8 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
 - the CPU capability and the matmul peak (2048², and at the model's own MLP shape) in fp32 and bf16;
 - HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position) and the
   allocator as before (the path before the speed work), the same with freed memory kept (hf._keep_freed_memory),
-  and the default path; same seed and batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
+  the default path with packing off (padded rows, the head at targets only), and the default path; same seed and
+  batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
   utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
   actually computed; final loss and seed accuracy of each, which must agree;
 - prediction on --predict test prompts: greedy generation and label scoring, prompts/s and their agreement.
@@ -129,14 +130,16 @@ def main() -> None:
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
 
     trained = {}
-    keep_freed_memory = hf._keep_freed_memory
+    keep_freed_memory, worth_packing = hf._keep_freed_memory, hf.worth_packing
     with tempfile.TemporaryDirectory() as tmp:
         # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
         # it, to tell the two changes apart; then the new path.
-        paths = (("old: plain forward", True, False), ("old forward, freed memory kept", True, True),
-                 ("new: shared prefix, head at targets", False, True))
-        for name, plain, allocator in [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]:
+        # (name, plain forward, allocator setting, packing allowed); the padded-rows path tells packing's share apart
+        paths = (("old: plain forward", True, False, True), ("old forward, freed memory kept", True, True, True),
+                 ("new, padded rows: head at targets", False, True, False), ("new: shared prefix, head at targets", False, True, True))
+        for name, plain, allocator, packing in [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]:
             hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
+            hf.worth_packing = worth_packing if packing else (lambda *_: False)
             student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
             stats = student.train(pairs, Path(tmp) / name)
             answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")
