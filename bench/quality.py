@@ -230,7 +230,8 @@ def _write(args, sections: list[str], minutes: float) -> None:
         "Qwen2.5-Coder-1.5B-Instruct (llama.cpp, local). Loop: 2 iterations (the second trains on D_1 and is tested), "
         "seed-only sources, from the base weights each time; out-of-fold rows use 3 folds, also in the last "
         "iteration (for its estimate). Count-matched rows add as many examples as the same repeat's loop row with "
-        "the same extra overrides added (auggpt_oof and more_data_oof match oof; auggpt_s3 and more_data_s3 match oof_form_all_s3); real_2x and real_3x add real rows "
+        "the same extra overrides added (auggpt_oof and more_data_oof match oof; auggpt_s3 and more_data_s3 match "
+        "oof_form_all_s3); real_2x and real_3x add real rows "
         "up to 2x and 3x the seeds. Mean ± sample std over repeats (seed, seed+1, ...); 'vs finetune' is the mean "
         "paired difference (same repeat, same seed) with its 95% t interval, **real** where it excludes zero.", "",
     ]
