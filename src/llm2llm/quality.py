@@ -18,6 +18,7 @@ from rapidfuzz.distance import LCSseq
 from llm2llm.data import Example
 from llm2llm.tasks import Task, normalize
 
+
 @dataclass(frozen=True)
 class SurfaceForm:
     """What (nearly) every seed's text shares on the surface, given to each teacher example (quality.match_seed_form):
