@@ -130,7 +130,7 @@ def main() -> None:
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
 
     trained = {}
-    keep_freed_memory, worth_packing = hf._keep_freed_memory, hf.worth_packing
+    keep_freed_memory = hf._keep_freed_memory
     with tempfile.TemporaryDirectory() as tmp:
         # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
         # it, to tell the two changes apart; then the new path.
@@ -139,7 +139,7 @@ def main() -> None:
                  ("new, padded rows: head at targets", False, True, False), ("new: shared prefix, head at targets", False, True, True))
         for name, plain, allocator, packing in [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]:
             hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
-            hf.worth_packing = worth_packing if packing else (lambda *_: False)
+            hf._pack_here = lambda packing=packing: packing  # the packed row is measured on a GPU too
             student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
             stats = student.train(pairs, Path(tmp) / name)
             answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")

@@ -30,13 +30,12 @@ def model(request):
 def keep_by(request, monkeypatch):
     """Both ways the head is kept to the needed positions: a boolean mask (newer transformers) or the positions
     every row shares, then each row's own (older ones, where a boolean mask raises IndexError). Returns a check
-    that the forwards went that way."""
-    if request.param == "mask":
-        if not forward.boolean_logits_to_keep():
-            pytest.skip("this transformers takes no boolean logits_to_keep (the positions case covers it)")
-        return forward.boolean_logits_to_keep
+    that the forwards asked which way to go (and so went this one)."""
+    mask = request.param == "mask"
+    if mask and not forward.boolean_logits_to_keep():
+        pytest.skip("this transformers takes no boolean logits_to_keep (the positions case covers it)")
     asked = []
-    monkeypatch.setattr(forward, "boolean_logits_to_keep", lambda: bool(asked.append(1)))  # False, counted
+    monkeypatch.setattr(forward, "boolean_logits_to_keep", lambda: asked.append(1) is None and mask)
     return lambda: bool(asked)
 
 

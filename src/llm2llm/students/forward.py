@@ -96,20 +96,19 @@ def _logits_at(model, input_ids, attention_mask, keep, position_ids=None):
     if attention_mask.dim() == 4 and inner.config._attn_implementation == "eager":  # eager adds the mask to the scores
         attention_mask = torch.zeros(attention_mask.shape, dtype=inner.dtype, device=attention_mask.device).masked_fill(
             ~attention_mask, torch.finfo(inner.dtype).min)
-    if boolean_logits_to_keep():
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep).logits
-        return logits if logits.dim() == 2 else logits[keep]  # models that honour a boolean logits_to_keep return just those
     # Older transformers keep positions shared by every row: the union of the rows' kept positions, then each row's own.
-    union = keep.any(0).nonzero().squeeze(1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=union).logits
-    return logits[keep[:, union]]
+    kept = keep if boolean_logits_to_keep() else keep.any(0).nonzero().squeeze(1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=kept).logits
+    if logits.dim() == 2:  # a boolean logits_to_keep honoured: just those positions
+        return logits
+    return logits[keep] if kept is keep else logits[keep[:, kept]]
 
 
 @functools.cache
 def boolean_logits_to_keep() -> bool:
     """Whether this transformers slices the hidden states with a boolean (batch × length) `logits_to_keep`
-    (`slice_logits_to_keep`: transformers 5.23 has it, 5.17 not). Earlier versions index the length axis with it, which raises
-    IndexError for a 2-D mask (seen with transformers 5.17 on a GPU machine)."""
+    (`slice_logits_to_keep`: transformers 5.23 has it, 5.17 not). Earlier versions index the length axis with it,
+    which raises IndexError for a 2-D mask (seen with transformers 5.17 on a GPU machine)."""
     from transformers import modeling_utils
 
     return hasattr(modeling_utils, "slice_logits_to_keep")

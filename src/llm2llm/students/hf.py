@@ -35,6 +35,13 @@ def _import_torch():
     return torch
 
 
+def _pack_here() -> bool:
+    """Packing pays on a CPU only. On a GPU the packed row's mask costs more than the FLOPs it saves, and padded rows
+    with the head at targets train fastest (H100, bench/speed.py: 2.61x the plain forward against 2.18x packed for
+    SmolLM2-135M, 1.33x against 1.03x for a 1B Llama)."""
+    return not _import_torch().cuda.is_available()
+
+
 def _keep_freed_memory() -> None:
     """Let glibc keep freed memory for reuse instead of returning every large block to the OS at once.
 
@@ -180,12 +187,10 @@ class HFStudent:
         batches = LengthGroupedBatches([len(ids) for ids, _ in encoded], self.config.batch_size, self.seed)
         pad_id = tokenizer.pad_token_id
         # The prompt prefix every example shares (the task's system prompt) is computed once per batch where that
-        # saves work: the batch becomes one packed row (students/forward.py). On a CPU only: on a GPU the packed row's
-        # mask costs more than the FLOPs it saves, and padded rows with the head at targets train fastest (H100,
-        # bench/speed.py: 2.61x the plain forward against 2.18x packed for SmolLM2-135M, 1.33x against 1.03x for 1B).
+        # saves work: the batch becomes one packed row (students/forward.py).
         prefix = 0 if self.config.plain_forward else common_prefix_length(
             [ids for ids, _ in encoded], [labels.count(IGNORE_INDEX) for _, labels in encoded])
-        packable = prefix > 0 and model.config._attn_implementation in PACKABLE and not torch.cuda.is_available()
+        packable = prefix > 0 and model.config._attn_implementation in PACKABLE and _pack_here()
         shape = model.config.get_text_config()
         size = (shape.hidden_size, shape.num_hidden_layers, model.num_parameters())
 
