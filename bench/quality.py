@@ -68,6 +68,11 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     # count-matched to the default loop (oof_form_all_s3) of the same repeat
     "auggpt_s3=auggpt select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
     "more_data_s3=more_data select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
+    # the default loop's requests spread over the labels in the seeds' shares, one a seed in turn (select.spread); it
+    # takes iteration 0's folds from the default loop's run (keeping no weights lets it) and skips the last
+    # iteration's folds, which only estimate (the test figures are the same students')
+    "oof_spread_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true select.spread=true "
+    "select.estimate_every_iteration=false student.keep_checkpoints=none",
     # the default loop with the teacher's examples in the seeds' surface form (case, punctuation)
     "oof_form_all_s3_seedform=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true quality.match_seed_form=true",
     "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again

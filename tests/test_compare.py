@@ -179,6 +179,28 @@ def test_the_loop_takes_iteration_0_from_the_finetune_baseline(config_file):
     assert any("min left for the other 3 run(s)" in line for line in lines)
 
 
+def test_selections_out_of_fold_share_iteration_0s_folds(config_file):
+    CountingStudent.trained = []
+    # (keeping no weights: a run that may name iteration 0 its best student keeps those weights, so cannot borrow them)
+    oof = "select.by=out_of_fold loop.iterations=2 select.estimate_every_iteration=false student.keep_checkpoints=none"
+    methods = [Method.parse(m) for m in ("finetune", f"oof=llm2llm {oof}", f"spread=llm2llm {oof} select.spread=true",
+                                         f"two=llm2llm {oof} select.folds=2")]
+    summary = compare(config_file, [], methods, 1, CountingRunner())
+    by_method = {r["method"]: r for r in summary["runs"]}
+    # finetune 1; oof its 3 folds and iteration 1; spread iteration 1 only (folds from oof); two its 2 folds and iteration 1
+    # (iteration 0's student comes from finetune for all three)
+    assert len(CountingStudent.trained) == 1 + (3 + 1) + 1 + (2 + 1)
+    oof_store, spread_store = RunStore(by_method["oof"]["run_dir"]), RunStore(by_method["spread"]["run_dir"])
+    for j in range(3):
+        assert spread_store.info(0, f"fold_{j}")["reused_from"] == by_method["oof"]["run_dir"]
+        fold = f"iter_000/folds/fold_{j}.jsonl"
+        assert read_jsonl(spread_store.root / fold) == read_jsonl(oof_store.root / fold)
+    assert "reused_from" not in spread_store.info(0, "select")  # how it chooses from them is its own
+    assert read_jsonl(spread_store.root / "iter_000" / "selection.jsonl") != read_jsonl(oof_store.root / "iter_000" / "selection.jsonl")
+    two = RunStore(by_method["two"]["run_dir"])
+    assert two.info(0, "finetune")["reused_from"] and "reused_from" not in two.info(0, "fold_0")  # other folds: its own
+
+
 def test_a_finished_loop_gives_a_later_finetune_baseline_its_iteration_0(config_file):
     CountingStudent.trained = []
     tested = ["eval.test_every_iteration=true"]  # iteration 0's test accuracy is there to take

@@ -12,7 +12,7 @@ from llm2llm.config import SelectConfig, load_config
 from llm2llm.data import Example, read_examples, read_jsonl
 from llm2llm.loop import run
 from llm2llm.runstore import RunStore
-from llm2llm.select import choose_parents, root_seed, stratified_folds, without_fold
+from llm2llm.select import choose_parents, root_seed, spread, stratified_folds, without_fold
 
 from conftest import SEED_ROWS
 from scripted import LookupStudent, ScriptedTeacher
@@ -58,6 +58,46 @@ def test_parents_by_errors_confidence_and_cap():
     assert [(e.id, r) for e, r in confident] == [("a-1", "wrong"), ("b-3", "low_confidence"), ("b-4", "wrong")]
     capped = choose_parents(SelectConfig(by="confidence", confidence_quantile=0.5, max_parents=3), seeds, rows)
     assert [(e.id, r) for e, r in capped] == [("a-1", "wrong"), ("b-3", "low_confidence"), ("b-4", "wrong")]
+
+
+def test_spread_deals_the_same_requests_over_the_labels_one_a_seed_in_turn():
+    seeds = _seeds({"a": 6, "b": 3, "c": 1})
+    rows = {s.id: {"correct": True, "gold_logprob": -0.1 * k} for k, s in enumerate(seeds)}  # later seeds less sure
+    for ident in ("a-0", "a-1", "a-2", "a-3"):
+        rows[ident]["correct"] = False  # four wrong, all in one label: the crowding spread undoes
+    chosen = choose_parents(SelectConfig(by="out_of_fold"), seeds, rows)
+    dealt = spread(seeds, chosen, rows, per_parent=3)
+    requests = {e.id: n for e, _, n in dealt}
+    assert sum(requests.values()) == 3 * len(chosen) == 12  # as many requests as without spreading
+    by_label = Counter()
+    for e, _, n in dealt:
+        by_label[e.label] += n
+    assert by_label == {"a": 7, "b": 4, "c": 1}  # 12 in the seeds' shares 6:3:1 (7.2, 3.6, 1.2; largest remainder)
+    # one a seed in turn: a's 7 go once round its 6 seeds, wrong ones first, then again to the least confident wrong one
+    assert {ident: requests[ident] for ident in ("a-0", "a-1", "a-2", "a-3", "a-4", "a-5")} == {
+        "a-0": 1, "a-1": 1, "a-2": 1, "a-3": 2, "a-4": 1, "a-5": 1}
+    assert requests["b-2"] == 2 and requests["b-0"] == requests["b-1"] == 1  # b's 4 > its 3 seeds: again, least sure first
+    reasons = {e.id: r for e, r, _ in dealt}
+    assert reasons["a-0"] == "wrong" and reasons["b-0"] == reasons["c-0"] == "spread"
+    assert [e.id for e, _, _ in dealt] == [s.id for s in seeds]  # seed order
+    assert spread(seeds, [], rows, per_parent=3) == []  # nothing chosen, nothing asked
+
+
+def test_spread_asks_the_teacher_as_dealt(tmp_path, data_files):
+    seeds, test = data_files
+    config = load_config(None, [
+        f"data.seed_path={seeds}", f"data.test_path={test}", "teacher.type=scripted:ScriptedTeacher", "teacher.samples_per_wrong=2",
+        "loop.iterations=2", "select.by=out_of_fold", "select.spread=true", f"output_dir={tmp_path / 'runs'}", "name=spread",
+    ])
+    store = run(config, student=LookupStudent(knows=KNOWS))
+    selection = read_jsonl(store.root / "iter_000" / "selection.jsonl")
+    requests = {row["id"]: row["requests"] for row in selection}
+    assert sum(requests.values()) == 2 * (9 - len(KNOWS)) == store.metrics(0)["requests"]  # as many as without spreading
+    assert Counter(row["label"] for row in selection for _ in range(row["requests"])) == {"billing": 4, "shipping": 4, "technical": 4}
+    assert Counter(row["reason"] for row in selection) == {"wrong": 6, "spread": 3}  # every seed, once or twice
+    asked = Counter(call for call in ScriptedTeacher.calls if not call.startswith("verify: "))
+    texts = {s.text: s.id for s in read_examples(store.root / "iter_000" / "train.jsonl")}
+    assert {texts[t]: n for t, n in asked.items()} == requests
 
 
 ITERATIONS = 2

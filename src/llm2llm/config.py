@@ -182,6 +182,11 @@ class SelectConfig(_Section):
     max_parents: int | None = Field(
         None, ge=1, description="At most this many parents per iteration (wrong ones first, then least confident).",
     )
+    spread: bool = Field(
+        False, description="Deal the teacher's requests (teacher.samples_per_wrong for each chosen seed) over the labels "
+        "in the seeds' proportions and, within a label, one a seed in turn: the chosen seeds first, then the label's "
+        "others, least confident first. Keeps the training set's label shares; each child gets its own parent.",
+    )
     estimate_every_iteration: bool = Field(
         True, description="out_of_fold: also train the folds of the last iteration, so every iteration has an "
         "out-of-fold accuracy and the best iteration can be named (off: the last iteration skips them).",

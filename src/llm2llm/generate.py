@@ -13,7 +13,7 @@ through, in order:
     verify         a blind verifier answers the new example from seed examples alone; kept only on agreement
 Every rejection keeps its reason. With `count` set (AugGPT, one-shot), parents are asked round-robin until `count`
 examples are accepted, asking again for the shortfall for up to `augment.max_rounds` rounds; without it (the loop),
-each parent is asked `teacher.samples_per_wrong` times once.
+each parent is asked `teacher.samples_per_wrong` times once (or as often as select.spread dealt it).
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from llm2llm.teachers import TeacherReply, TeacherRequest, generate, price
 
 
 def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: list[Example], train_set: list[Example],
-                     count: int | None = None, student_answers: dict[str, str | None] | None = None) -> dict:
+                     count: int | None = None, student_answers: dict[str, str | None] | None = None,
+                     requests: dict[str, int] | None = None) -> dict:
     """Ask for new examples made from `parents`; write generated/rejected/test_overlap.jsonl in out_dir; return metrics.
-    `student_answers` (parent id → what the student answered) go into the prompts when teacher.show_student_answer."""
+    `student_answers` (parent id → what the student answered) go into the prompts when teacher.show_student_answer;
+    `requests` (parent id → how many, from select.spread) replaces teacher.samples_per_wrong for those parents."""
     config, task = run.config, run.task
     show = config.teacher.show_student_answer
     answers = (student_answers or {}) if (show if show is not None else config.select.by != "train_errors") else {}
@@ -48,7 +50,8 @@ def teacher_examples(run: RunContext, out_dir: Path, iteration: int, parents: li
     accepted, rejected, overlaps, results, verdicts = [], [], [], [], []
     for round_index in range(1 if count is None else config.augment.max_rounds):
         if count is None:  # grouped by answer, so consecutive requests share their prompt's label part (prefix cache)
-            sources = [parent for parent in sorted(parents, key=lambda p: str(p.label)) for _ in range(config.teacher.samples_per_wrong)]
+            per_parent = {parent.id: (requests or {}).get(parent.id, config.teacher.samples_per_wrong) for parent in parents}
+            sources = [parent for parent in sorted(parents, key=lambda p: str(p.label)) for _ in range(per_parent[parent.id])]
         else:
             sources = [parents[j % len(parents)] for j in range(len(accepted), count)]
         if not sources:

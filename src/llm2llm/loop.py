@@ -6,7 +6,7 @@
         2. Evaluate  it on the seed set D_0 only (scoring the known answers, or greedy decoding)
         3. Select    the seed examples to write from (select.by): wrong out of fold (the default: k students each
                      trained without a fold of seeds and their descendants), wrong after training (the paper), or
-                     least confident
+                     least confident; with select.spread the same number of requests is dealt over the labels
         4. Generate  new examples from each selected *seed* example with the teacher (3 a seed in the seed's form by
                      default, 1 in new wording in the paper's loop); validate, drop near-duplicates and test-set
                      look-alikes, and keep what a blind verifier confirms
@@ -38,7 +38,7 @@ from llm2llm.generate import teacher_examples
 from llm2llm.preflight import preflight
 from llm2llm.progress import SilentUI
 from llm2llm.runstore import RunStore
-from llm2llm.select import choose_parents, stratified_folds, summary, without_fold
+from llm2llm.select import choose_with_requests, stratified_folds, summary, without_fold
 from llm2llm.students import Student, build_student
 from llm2llm.tasks import Task, build_task
 from llm2llm.teachers import ReplyCache, Teacher, build_teacher
@@ -160,8 +160,10 @@ def llm2llm(run: RunContext) -> None:
             _check_budget(config, store)
             started = time.perf_counter()
             count = augment.count if augment.one_shot else None  # one-shot (paper Table 4): everything at once
-            answers = {row["id"]: row.get("answer") for row in read_jsonl(it / "selection.jsonl")}  # what the student said
-            info = teacher_examples(run, it, i, parents, train_set, count=count, student_answers=answers)
+            selection = read_jsonl(it / "selection.jsonl")
+            answers = {row["id"]: row.get("answer") for row in selection}  # what the student said
+            requests = {row["id"]: row["requests"] for row in selection if "requests" in row}  # select.spread
+            info = teacher_examples(run, it, i, parents, train_set, count=count, student_answers=answers, requests=requests)
             store.mark_done(i, "generate", {**info, "seconds": _since(started)})
         info = store.info(i, "generate")
         ui.log(f"   parents {len(parents)} → accepted {info['accepted']}, rejected {info['rejected']} {info['rejected_by_reason'] or ''}")
@@ -182,13 +184,15 @@ def _select(run: RunContext, i: int, train_set: list[Example]) -> dict:
     if out_of_fold:  # every seed's prediction by the student that never saw it (or anything made from it)
         predictions = {row["id"]: row for path in sorted((it / "folds").glob("fold_*.jsonl")) for row in read_jsonl(path)}
     # A last iteration without folds (select.estimate_every_iteration=false) selects nothing: nothing is generated.
-    chosen = [] if _uses_folds(config) and not out_of_fold else choose_parents(config.select, seeds, predictions)
+    # requests: parent id → teacher requests where select.spread dealt them (else teacher.samples_per_wrong each)
+    chosen, requests = ([], {}) if _uses_folds(config) and not out_of_fold else choose_with_requests(
+        config.select, seeds, predictions, config.teacher.samples_per_wrong)
     if (it / "generated_predictions.jsonl").is_file():  # augment.source=all: wrong generated examples are parents too
         by_id = {e.id: e for e in train_set}
         chosen += [(by_id[row["id"]], "wrong") for row in read_jsonl(it / "generated_predictions.jsonl") if not row["correct"]]
     write_jsonl(it / "wrong.jsonl", [example for example, _ in chosen])
     write_jsonl(it / "selection.jsonl", [
-        {"id": e.id, "label": e.label, "reason": reason,
+        {"id": e.id, "label": e.label, "reason": reason, **({"requests": requests[e.id]} if e.id in requests else {}),
          **{key: predictions[e.id][key] for key in ("answer", "gold_logprob") if key in predictions.get(e.id, {})}}
         for e, reason in chosen])
     info = {"oof_accuracy": sum(row["correct"] for row in predictions.values()) / len(seeds)} if out_of_fold else {}
@@ -291,11 +295,9 @@ def _early_stop(config: Config, store: RunStore, i: int, parents: list[Example])
     """Why the loop should end after iteration i (its test evaluation still runs), or None to go on. Patience reads
     the out-of-fold accuracy where there is one (an honest estimate), else the seed accuracy."""
     if not parents:
-        if config.select.by == "train_errors":
-            return f"stopped after iteration {i}: no seed example is wrong, so there is nothing to augment"
-        if config.select.by == "out_of_fold":
-            return f"stopped after iteration {i}: no seed example is wrong when held out, so there is nothing to augment"
-        return f"stopped after iteration {i}: select.by={config.select.by} chose no seed example, so there is nothing to augment"
+        why = {"train_errors": "no seed example is wrong", "out_of_fold": "no seed example is wrong when held out"}
+        why = why.get(config.select.by, f"select.by={config.select.by} chose no seed example")
+        return f"stopped after iteration {i}: {why}, so there is nothing to augment"
     key, name = ("oof_accuracy", "out-of-fold accuracy") if "oof_accuracy" in store.info(i, "select") else ("seed_accuracy", "seed accuracy")
     accuracies = [(store.info(j, "select") if key == "oof_accuracy" else store.info(j, "evaluate")).get(key, 0.0) for j in range(i + 1)]
     patience = config.loop.patience

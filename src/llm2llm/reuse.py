@@ -6,7 +6,9 @@ and generated-parents ablations. Training it once per repeat instead of once per
 comparison's time. The result is also paired, as in the paper, where iteration 0 is the fine-tuning baseline.
 
 A donor's iteration-0 stage markers and files are copied into the new run (the student hard-linked, not copied),
-each marker noting `reused_from`; the loop then skips those stages like any finished stage on resume.
+each marker noting `reused_from`; the loop then skips those stages like any finished stage on resume. Where both
+runs select out of fold with as many folds, iteration 0's fold predictions come along too (k fine-tunes saved);
+how a run chooses parents from them (select.*) is its own.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def start_from_donor(config: Config, donors: Path) -> Path | None:
     key = first_iteration_key(config)
     if key is None or (target.root / "state.json").exists():
         return None
+    eligible = []  # (donor, has_student, folds it can give)
     for state_file in sorted(donors.glob("*/*/state.json")):
         donor = RunStore(state_file.parent)
         first = donor.state().get("iterations", {}).get("0", {})
@@ -58,15 +61,19 @@ def start_from_donor(config: Config, donors: Path) -> Path | None:
         try:
             if first_iteration_key(donor.config()) != key:
                 continue
+            folds = _same_folds(config, donor.config())
         except (RunStateError, ValidationError):  # not a run, or one frozen by a version with other keys
             continue
         student = donor.root / "iter_000" / "student"
         has_student = (student / "config.json").is_file() or (student / "adapter_config.json").is_file()
         if needs_student(config, first) and not has_student:
             continue
-        _copy_first_iteration(donor, target, has_student)
-        return donor.root
-    return None
+        eligible.append((donor, has_student, sum(stage.startswith("fold_") for stage in first) if folds else 0))
+    if not eligible:
+        return None
+    donor, has_student, folds = max(eligible, key=lambda entry: entry[2])  # the first of those that save the most
+    _copy_first_iteration(donor, target, has_student, folds=folds > 0)
+    return donor.root
 
 
 def needs_student(config: Config, first: dict) -> bool:
@@ -83,11 +90,23 @@ def needs_student(config: Config, first: dict) -> bool:
             or (config.student.continue_training and config.loop.iterations > 1))
 
 
-def _copy_first_iteration(donor: RunStore, target: RunStore, with_student: bool) -> None:
+def _same_folds(config: Config, donor: Config) -> bool:
+    """Whether iteration 0's out-of-fold students are the same experiment too: both train folds, as many. (The
+    folds are split by config.seed and train on the seeds alone, which first_iteration_key already pins.)"""
+    return all("out_of_fold" in c.select.by for c in (config, donor)) and config.select.folds == donor.select.folds
+
+
+def _copy_first_iteration(donor: RunStore, target: RunStore, with_student: bool, folds: bool = False) -> None:
     source, destination = donor.root / "iter_000", target.iter_dir(0)
     for name in _FILES:
         if (source / name).is_file() and (name != "test_predictions.jsonl" or donor.done(0, "test")):
             shutil.copy2(source / name, destination / name)
+    fold_stages = sorted(stage for stage in donor.state().get("iterations", {}).get("0", {}) if stage.startswith("fold_"))
+    if folds and fold_stages:  # out-of-fold predictions of the seeds: k fine-tunes not repeated
+        (destination / "folds").mkdir(exist_ok=True)
+        for stage in fold_stages:
+            shutil.copy2(source / "folds" / f"{stage}.jsonl", destination / "folds" / f"{stage}.jsonl")
+            target.mark_done(0, stage, {**donor.info(0, stage), "reused_from": str(donor.root)})
     if with_student:
         # Hard links: the same bytes on disk, and pruning one run's copy leaves the other's.
         shutil.copytree(source / "student", destination / "student", copy_function=_link_or_copy, dirs_exist_ok=True)

@@ -9,6 +9,11 @@
 - confidence: the student's log-probability of each seed's gold answer (of the label's tokens; per token for math);
   the least confident `select.confidence_quantile` of the seeds join the parents even when answered right — from the
   trained student, or with out_of_fold+confidence from the held-out predictions.
+- spread (select.spread, with any of the above): the teacher gets as many requests as the chosen seeds would
+  (teacher.samples_per_wrong each), dealt over the labels in the seeds' proportions and, within a label, one a seed
+  in turn: the chosen ones first, then the label's other seeds, least confident first. Chosen seeds crowd into the
+  labels the student confuses, and three children of one seed copy its names (docs/results.md, SNIPS); spreading
+  keeps the training set's label shares and gives each child its own parent.
 """
 
 from __future__ import annotations
@@ -70,6 +75,46 @@ def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict
     ranked = sorted((e for e in seeds if e.id in reasons), key=lambda e: (reasons[e.id] != "wrong", confidence(e)))
     kept = {example.id for example in ranked[: config.max_parents]}
     return [(example, reasons[example.id]) for example in seeds if example.id in kept]
+
+
+def spread(seeds: list[Example], chosen: list[tuple[Example, str]], predictions: dict[str, dict],
+           per_parent: int) -> list[tuple[Example, str, int]]:
+    """(seed, reason, requests) for select.spread, in seed order: per_parent * len(chosen) requests dealt over the
+    labels in proportion to their seed counts (largest remainder, ties to the larger label), then within each label
+    one request a seed in turn: the chosen seeds first (wrong, then unsure), then the label's other seeds ('spread'),
+    least confident first within each. A label's share beyond its seeds goes round again."""
+    total = per_parent * len(chosen)
+    if not total:
+        return []
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for example in seeds:
+        by_label[example.label].append(example)
+    exact = {label: total * len(members) / len(seeds) for label, members in by_label.items()}
+    shares = {label: math.floor(value) for label, value in exact.items()}
+    for label in sorted(exact, key=lambda lab: (shares[lab] - exact[lab], -len(by_label[lab]), lab))[: total - sum(shares.values())]:
+        shares[label] += 1
+    reasons = {example.id: reason for example, reason in chosen}
+
+    def order(example: Example) -> tuple:  # chosen (wrong, then unsure) before the rest; least confident first
+        value = predictions.get(example.id, {}).get("gold_logprob")
+        return (example.id not in reasons, reasons.get(example.id) != "wrong", -math.inf if value is None else value)
+
+    requests: Counter[str] = Counter()
+    for label, members in by_label.items():
+        ranked = sorted(members, key=order)
+        for turn in range(shares[label]):
+            requests[ranked[turn % len(ranked)].id] += 1
+    return [(example, reasons.get(example.id, "spread"), requests[example.id]) for example in seeds if requests[example.id]]
+
+
+def choose_with_requests(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict],
+                         per_parent: int) -> tuple[list[tuple[Example, str]], dict[str, int]]:
+    """choose_parents, and with select.spread the requests it dealt (parent id → count; empty without it)."""
+    chosen = choose_parents(config, seeds, predictions)
+    if not config.spread:
+        return chosen, {}
+    dealt = spread(seeds, chosen, predictions, per_parent)
+    return [(example, reason) for example, reason, _ in dealt], {example.id: n for example, _, n in dealt}
 
 
 def summary(chosen: list[tuple[Example, str]]) -> dict[str, int]:
