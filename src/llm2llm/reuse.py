@@ -59,16 +59,17 @@ def start_from_donor(config: Config, donors: Path) -> Path | None:
         if donor.root == target.root or not {"finetune", "evaluate"} <= set(first):
             continue
         try:
-            if first_iteration_key(donor.config()) != key:
+            donor_config = donor.config()
+            if first_iteration_key(donor_config) != key:
                 continue
-            folds = _same_folds(config, donor.config())
         except (RunStateError, ValidationError):  # not a run, or one frozen by a version with other keys
             continue
         student = donor.root / "iter_000" / "student"
         has_student = (student / "config.json").is_file() or (student / "adapter_config.json").is_file()
         if needs_student(config, first) and not has_student:
             continue
-        eligible.append((donor, has_student, sum(stage.startswith("fold_") for stage in first) if folds else 0))
+        folds = sum(stage.startswith("fold_") for stage in first) if _same_folds(config, donor_config) else 0
+        eligible.append((donor, has_student, folds))
     if not eligible:
         return None
     donor, has_student, folds = max(eligible, key=lambda entry: entry[2])  # the first of those that save the most
