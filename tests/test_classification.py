@@ -57,6 +57,7 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ("Text: A charge I do not recognise", ("A charge I do not recognise", "billing")),  # label line omitted
         ("Text: Why was the (annual) fee charged twice?\nLabel: billing", ("Why was the (annual) fee charged twice?", "billing")),
         ("Text: I was billed at 5 p.m. (EST)\nLabel: billing", ("I was billed at 5 p.m. (EST)", "billing")),
+        ("Text: Is the (technical) fee billed twice?\nLabel: billing", ("Is the (technical) fee billed twice?", "billing")),
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):
@@ -72,6 +73,8 @@ def test_parse_good_teacher_replies(task, reply, expected):
         ("Text: Where is my parcel\nLabel: shipping", "unknown_label"),
         ("Text: my card was charged TWICE!\nLabel: billing", "copy_of_seed"),
         ("Text: Was I billed twice? (This is the same as the misclassified example)\nLabel: billing", "teacher_note"),
+        ("Text: Was I billed twice? (billing)\nLabel: billing", "label_in_text"),
+        ("Text: Was I billed twice ? [Label: Billing]\nLabel: billing", "label_in_text"),
     ],
 )
 def test_reject_bad_teacher_replies(task, reply, reason):

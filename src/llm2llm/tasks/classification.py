@@ -110,4 +110,9 @@ class ClassificationTask:
         if re.search(r"[?.!]\s*\((?:[^()\s]+\s+){2,}[^()]*\)\s*$", text):  # a remark of 3+ words, not "5 p.m. (EST)"
             # "Who was ...? (This is the same as the misclassified example)": the teacher's remark, not the example's.
             raise Rejected("teacher_note", text[text.rindex("(") :][:40])
+        tail = re.search(r"[(\[]\s*(?:label\s*:\s*)?([^()\[\]]+?)\s*[)\]]\s*$", text, re.I)
+        if tail and normalize(tail.group(1)) in self._by_normal:
+            # "What do ladybugs eat ? (entity)": the answer written into the question would teach the student to
+            # read the label off the text, which no real input carries.
+            raise Rejected("label_in_text", tail.group(0).strip())
         return {"text": text, "label": label}
