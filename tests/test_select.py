@@ -83,6 +83,25 @@ def test_spread_deals_the_same_requests_over_the_labels_one_a_seed_in_turn():
     assert spread(seeds, [], rows, per_parent=3) == []  # nothing chosen, nothing asked
 
 
+def test_spread_by_errors_keeps_the_labels_of_the_chosen_seeds():
+    seeds = _seeds({"a": 6, "b": 3, "c": 1})
+    rows = {s.id: {"correct": True, "gold_logprob": -0.1 * k} for k, s in enumerate(seeds)}
+    for ident in ("a-0", "a-1", "b-0"):
+        rows[ident]["correct"] = False
+    chosen = choose_parents(SelectConfig(by="out_of_fold"), seeds, rows)
+    dealt = spread(seeds, chosen, rows, per_parent=3, by="errors")
+    by_label = Counter()
+    for e, _, n in dealt:
+        by_label[e.label] += n
+    assert by_label == {"a": 6, "b": 3}  # the chosen seeds' shares 2:1, none to c, which the student gets right
+    requests = {e.id: n for e, _, n in dealt}
+    # a's 6: once to each wrong seed, then to the least confident others (a-5, a-4, a-3, a-2); b's 3 once round b
+    assert requests == {"a-0": 1, "a-1": 1, "a-5": 1, "a-4": 1, "a-3": 1, "a-2": 1, "b-0": 1, "b-2": 1, "b-1": 1}
+    assert {e.id: r for e, r, _ in dealt}["a-2"] == "spread"
+    by_seeds = {e.id: n for e, _, n in spread(seeds, chosen, rows, per_parent=3)}
+    assert by_seeds["c-0"] == 1  # the default, the seeds' shares, gives c its tenth
+
+
 def test_spread_asks_the_teacher_as_dealt(tmp_path, data_files):
     seeds, test = data_files
     config = load_config(None, [

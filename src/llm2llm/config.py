@@ -187,6 +187,11 @@ class SelectConfig(_Section):
         "in the seeds' proportions and, within a label, one a seed in turn: the chosen seeds first, then the label's "
         "others, least confident first. Keeps the training set's label shares; each child gets its own parent.",
     )
+    spread_by: Literal["seeds", "errors"] = Field(
+        "seeds", description="select.spread: the label shares it deals in. seeds: the seeds' own (every label gets "
+        "children); errors: the chosen seeds' (the labels the student gets wrong, as without select.spread, but each "
+        "request to another seed of the label once every chosen one has one).",
+    )
     estimate_every_iteration: bool = Field(
         True, description="out_of_fold: also train the folds of the last iteration, so every iteration has an "
         "out-of-fold accuracy and the best iteration can be named (off: the last iteration skips them).",

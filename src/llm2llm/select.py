@@ -13,7 +13,9 @@
   (teacher.samples_per_wrong each), dealt over the labels in the seeds' proportions and, within a label, one a seed
   in turn: the chosen ones first, then the label's other seeds, least confident first. Chosen seeds crowd into the
   labels the student confuses, and three children of one seed copy its names (docs/results.md, SNIPS); spreading
-  keeps the training set's label shares and gives each child its own parent.
+  keeps the training set's label shares and gives each child its own parent. With select.spread_by=errors the
+  labels keep the chosen seeds' shares instead (TREC: the seeds' shares sent a numeric label the student already
+  gets right as many requests as the labels it confuses) and only the parents within a label are spread.
 """
 
 from __future__ import annotations
@@ -78,18 +80,20 @@ def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict
 
 
 def spread(seeds: list[Example], chosen: list[tuple[Example, str]], predictions: dict[str, dict],
-           per_parent: int) -> list[tuple[Example, str, int]]:
+           per_parent: int, by: str = "seeds") -> list[tuple[Example, str, int]]:
     """(seed, reason, requests) for select.spread, in seed order: per_parent * len(chosen) requests dealt over the
-    labels in proportion to their seed counts (largest remainder, ties to the larger label), then within each label
-    one request a seed in turn: the chosen seeds first (wrong, then unsure), then the label's other seeds ('spread'),
-    least confident first within each. A label's share beyond its seeds goes round again."""
+    labels in proportion to their seed counts (by='seeds') or their chosen seeds (by='errors'; largest remainder, ties
+    to the larger label), then within each label one request a seed in turn: the chosen seeds first (wrong, then
+    unsure), then the label's other seeds ('spread'), least confident first within each. A label's share beyond its
+    seeds goes round again."""
     total = per_parent * len(chosen)
     if not total:
         return []
     by_label: dict[str, list[Example]] = defaultdict(list)
     for example in seeds:
         by_label[example.label].append(example)
-    exact = {label: total * len(members) / len(seeds) for label, members in by_label.items()}
+    weight = Counter(example.label for example, _ in chosen) if by == "errors" else {l: len(m) for l, m in by_label.items()}
+    exact = {label: total * weight.get(label, 0) / sum(weight.values()) for label in by_label}
     shares = {label: math.floor(value) for label, value in exact.items()}
     for label in sorted(exact, key=lambda lab: (shares[lab] - exact[lab], -len(by_label[lab]), lab))[: total - sum(shares.values())]:
         shares[label] += 1
@@ -113,7 +117,7 @@ def choose_with_requests(config: SelectConfig, seeds: list[Example], predictions
     chosen = choose_parents(config, seeds, predictions)
     if not config.spread:
         return chosen, {}
-    dealt = spread(seeds, chosen, predictions, per_parent)
+    dealt = spread(seeds, chosen, predictions, per_parent, config.spread_by)
     return [(example, reason) for example, reason, _ in dealt], {example.id: n for example, _, n in dealt}
 
 
