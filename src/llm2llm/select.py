@@ -14,8 +14,9 @@
   in turn: the chosen ones first, then the label's other seeds, least confident first. Chosen seeds crowd into the
   labels the student confuses, and three children of one seed copy its names (docs/results.md, SNIPS); spreading
   keeps the training set's label shares and gives each child its own parent. With select.spread_by=errors the
-  labels keep the chosen seeds' shares instead (TREC: the seeds' shares sent a numeric label the student already
-  gets right as many requests as the labels it confuses) and only the parents within a label are spread.
+  labels keep the chosen seeds' shares instead (on TREC the seeds' shares sent numeric, a label the student already
+  gets right, its full share of requests) and only the parents within a label are spread. Neither measured better
+  than not spreading (seeds on SNIPS and TREC, errors on TREC; docs/results.md), so spread is off.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
+from typing import Literal
 
 from llm2llm.config import SelectConfig
 from llm2llm.data import Example
@@ -80,7 +82,7 @@ def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict
 
 
 def spread(seeds: list[Example], chosen: list[tuple[Example, str]], predictions: dict[str, dict],
-           per_parent: int, by: str = "seeds") -> list[tuple[Example, str, int]]:
+           per_parent: int, by: Literal["seeds", "errors"] = "seeds") -> list[tuple[Example, str, int]]:
     """(seed, reason, requests) for select.spread, in seed order: per_parent * len(chosen) requests dealt over the
     labels in proportion to their seed counts (by='seeds') or their chosen seeds (by='errors'; largest remainder, ties
     to the larger label), then within each label one request a seed in turn: the chosen seeds first (wrong, then
@@ -92,7 +94,8 @@ def spread(seeds: list[Example], chosen: list[tuple[Example, str]], predictions:
     by_label: dict[str, list[Example]] = defaultdict(list)
     for example in seeds:
         by_label[example.label].append(example)
-    weight = Counter(example.label for example, _ in chosen) if by == "errors" else {l: len(m) for l, m in by_label.items()}
+    weight = (Counter(example.label for example, _ in chosen) if by == "errors"
+              else {label: len(members) for label, members in by_label.items()})
     exact = {label: total * weight.get(label, 0) / sum(weight.values()) for label in by_label}
     shares = {label: math.floor(value) for label, value in exact.items()}
     for label in sorted(exact, key=lambda lab: (shares[lab] - exact[lab], -len(by_label[lab]), lab))[: total - sum(shares.values())]:
