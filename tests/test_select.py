@@ -12,7 +12,7 @@ from llm2llm.config import SelectConfig, load_config
 from llm2llm.data import Example, read_examples, read_jsonl
 from llm2llm.loop import run
 from llm2llm.runstore import RunStore
-from llm2llm.select import choose_parents, root_seed, spread, stratified_folds, without_fold
+from llm2llm.select import choose_parents, choose_with_requests, root_seed, spread, stratified_folds, without_fold
 
 from conftest import SEED_ROWS
 from scripted import LookupStudent, ScriptedTeacher
@@ -98,6 +98,9 @@ def test_spread_by_errors_keeps_the_labels_of_the_chosen_seeds():
     # a's 6: once to each wrong seed, then to the least confident others (a-5, a-4, a-3, a-2); b's 3 once round b
     assert requests == {"a-0": 1, "a-1": 1, "a-5": 1, "a-4": 1, "a-3": 1, "a-2": 1, "b-0": 1, "b-2": 1, "b-1": 1}
     assert {e.id: r for e, r, _ in dealt}["a-2"] == "spread"
+    # the config key reaches the dealing: select.spread_by=errors through choose_with_requests deals the same
+    _, asked = choose_with_requests(SelectConfig(by="out_of_fold", spread=True, spread_by="errors"), seeds, rows, 3)
+    assert asked == requests
     by_seeds = {e.id: n for e, _, n in spread(seeds, chosen, rows, per_parent=3)}
     assert by_seeds["c-0"] == 1  # the default, the seeds' shares, gives c its tenth
 
