@@ -64,6 +64,32 @@ def test_one_writer_at_a_time_and_the_holder_is_named(tmp_path):
         pass
 
 
+def test_a_contender_waits_for_a_holder_that_has_not_named_itself_yet(tmp_path):
+    """The holder writes run.lock.json just after taking the lock (a race CI lost once); a name left by a process that
+    has gone is not taken for the holder's."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from filelock import FileLock
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    root = tmp_path / "run"
+    root.mkdir()
+    name = {"host": socket.gethostname(), "since": "2026-12-06 05:00:00", "command": "llm2llm run demo"}
+    (root / "run.lock.json").write_text(json.dumps({**name, "pid": int(gone.stdout)}))
+    with FileLock(root / "run.lock", timeout=0):  # held, but not yet named
+        late = threading.Timer(0.5, lambda: (root / "run.lock.json").write_text(json.dumps({**name, "pid": os.getpid()})))
+        late.start()
+        with pytest.raises(RunStateError, match=rf"in use by another llm2llm run \(pid {os.getpid()} on "):
+            with RunStore(root).lock():
+                pass
+        late.join()
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

@@ -57,6 +57,16 @@ def _atomic_write(path: Path, text: str) -> None:
 BEFORE_THE_KEY = PAPER_LOOP
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: asks whether the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in data.items():
@@ -95,14 +105,22 @@ class RunStore:
                  "command": " ".join(["llm2llm", *sys.argv[1:]])}))
             yield
         finally:
-            lock.release()
+            lock.release()  # run.lock.json stays: export names the command that last wrote the run
 
-    def _holder(self) -> str:
-        try:
-            holder = json.loads((self.root / "run.lock.json").read_text(encoding="utf-8"))
-            return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}: {holder['command']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "a process that has not said who it is yet"
+    def _holder(self, wait_s: float = 3.0) -> str:
+        # The holder writes its name just after it takes the lock: a contender that lost the race by a moment waits
+        # for it, and a name left by an earlier holder that has gone is not taken for the new holder's.
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                holder = json.loads((self.root / "run.lock.json").read_text(encoding="utf-8"))
+                if holder["host"] != socket.gethostname() or _alive(int(holder["pid"])):
+                    return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}: {holder['command']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                return "a process that has not said who it is yet"
+            time.sleep(0.1)
 
     # ── config ──────────────────────────────────────────────────────────────────────────────────
     def open(self, config: Config, force: bool = False) -> None:
