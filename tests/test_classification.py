@@ -135,3 +135,22 @@ def test_teacher_prompt_asks_to_keep_the_form_only_when_told():
     assert "begin with the same words" in keeping[0]["content"] and "Use new wording" not in keeping[0]["content"]
     assert keeping[-1]["content"].endswith("labelled billing in the misclassified example's form.")
     assert rewording[-1]["content"].endswith("labelled billing.")
+
+
+def test_keep_opening_names_the_first_word_and_rejects_another():
+    seeds = [example("What company makes the iPhone ?", "billing"), example("App crashes", "technical", id="3")]
+    off = build_task(TaskConfig(labels=LABELS, teacher_keep_form=True), seeds)
+    on = build_task(TaskConfig(labels=LABELS, teacher_keep_form=True, teacher_keep_opening=True), seeds)
+    asked = on.teacher_messages(seeds[0], seeds)[-1]["content"]
+    assert asked.endswith('labelled billing in the misclassified example\'s form, beginning with "What".')
+    assert off.teacher_messages(seeds[0], seeds)[-1]["content"].endswith("form.")  # off: the prompt as before
+    easy = "Text: Who founded Apple ?\nLabel: billing"
+    assert off.parse_teacher_reply(easy, seeds[0])["text"] == "Who founded Apple ?"
+    with pytest.raises(Rejected) as caught:
+        on.parse_teacher_reply(easy, seeds[0])
+    assert (caught.value.reason, caught.value.detail) == ("opening_changed", "What -> Who")
+    kept = on.parse_teacher_reply("Text: what store sells the most shoes ?\nLabel: billing", seeds[0])
+    assert kept["text"].startswith("what store")  # case aside, the same word
+    whose = example("Whose logo is a W ?", "billing")
+    with pytest.raises(Rejected, match="opening_changed"):
+        on.parse_teacher_reply("Text: Who's the owner of the W logo ?\nLabel: billing", whose)

@@ -39,6 +39,12 @@ class TaskConfig(_Section):
         "description question). None: on, except in the paper's loop (select.by=train_errors) and the baselines "
         "(augment.method other than llm2llm), which ask for new wording.",
     )
+    teacher_keep_opening: bool = Field(
+        False, description="classification (being measured, off): name the misclassified example's first word in the "
+        "request ('... beginning with \"What\"') and reject an example that begins otherwise (opening_changed). On "
+        "TREC a small teacher asked for a 'What company ...?' question labelled human wrote 'Who ...?' 44 times in "
+        "53: the easy form of the label, not the one the student missed.",
+    )
 
 
 class ColumnsConfig(_Section):

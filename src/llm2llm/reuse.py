@@ -29,7 +29,7 @@ from llm2llm.runstore import RESUMABLE_CHANGES, RunStore, flatten
 # on, how selection uses the predictions) and where or how fast a run goes (RESUMABLE_CHANGES). Of select.by only
 # whether it reads confidence counts: that makes a generated evaluation record the gold answer's log-probability too.
 _AFTER_ITERATION_0 = ("loop.", "teacher.", "quality.", "budget.", "augment.", "student.continue_training", "select.",
-                      "task.teacher_keep_form")
+                      "task.teacher_")
 _IGNORED = RESUMABLE_CHANGES | {"name", "output_dir"}
 _STAGES = ("finetune", "evaluate", "test")  # iteration 0 up to its test evaluation
 _FILES = ("train.jsonl", "seed_predictions.jsonl", "test_predictions.jsonl")

@@ -25,6 +25,7 @@ class ClassificationTask:
             raise ConfigError(f"task.labels: labels collide after normalisation: {self.labels}")
         self.context_examples = config.teacher_context_examples
         self.keep_form = config.teacher_keep_form
+        self.keep_opening = config.teacher_keep_opening
         # Longest label in words bounds the answer; a little slack covers tokenisation.
         self.max_new_tokens = max(8, 4 * max(len(label.split()) + len(label) // 4 for label in self.labels))
 
@@ -84,7 +85,10 @@ class ClassificationTask:
             # label (one that leans on the label's keyword), not one that separates the two labels.
             user += (f"The student answered {student_answer}. Write an example that is also {wrong.label}, not "
                      f"{student_answer}, and that a reader could mistake for {student_answer} in the same way.\n")
-        user += f"\nWrite one new example labelled {wrong.label}" + (" in the misclassified example's form." if self.keep_form else ".")
+        user += f"\nWrite one new example labelled {wrong.label}" + (" in the misclassified example's form" if self.keep_form else "")
+        # Named at the very end, where a small teacher follows it (3 in 81 TREC replies changed the word, 34 without);
+        # as a sentence after the request it dropped the reply format instead.
+        user += f', beginning with "{opening}".' if self.keep_opening and (opening := _opening(wrong.text)) else "."
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def parse_teacher_reply(self, reply: str, parent: Example) -> dict[str, str]:
@@ -107,6 +111,8 @@ class ClassificationTask:
                 raise Rejected("label_changed", f"{parent.label} -> {written}")
         if normalize(text) == normalize(parent.text):
             raise Rejected("copy_of_seed")
+        if self.keep_opening and _opening(text).lower() != _opening(parent.text).lower():
+            raise Rejected("opening_changed", f"{_opening(parent.text)} -> {_opening(text)}")
         if re.search(r"[?.!]\s*\((?:[^()\s]+\s+){2,}[^()]*\)\s*$", text):  # a remark of 3+ words, not "5 p.m. (EST)"
             # "Who was ...? (This is the same as the misclassified example)": the teacher's remark, not the example's.
             raise Rejected("teacher_note", text[text.rindex("(") :][:40])
@@ -116,3 +122,9 @@ class ClassificationTask:
             # read the label off the text, which no real input carries.
             raise Rejected("label_in_text", tail.group(0).strip())
         return {"text": text, "label": label}
+
+
+def _opening(text: str) -> str:
+    """The first word of a text ('What' of "What company 's logo ...?"), or '' where it has none."""
+    word = re.search(r"\w+(?:'\w+)?", text)
+    return word.group(0) if word else ""
