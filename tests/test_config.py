@@ -159,7 +159,7 @@ def test_the_same_key_in_two_sections_and_yaml_merges_are_fine(tmp_path):
 
 def test_the_default_loop_is_the_one_that_won_and_the_papers_is_one_switch_away():
     default = load_config()  # out-of-fold errors, 3 requests a parent, the seed's form kept (docs/results.md)
-    assert (default.select.by, default.teacher.samples_per_wrong, default.task.teacher_keep_form) == ("out_of_fold", 3, True)
+    assert (default.select.by, default.teacher.samples_per_wrong, default.task.teacher_keep_form) == ("out_of_fold", 6, True)
     paper = load_config(None, ["select.by=train_errors"])  # the paper's loop: 1 request, new wording
     assert (paper.teacher.samples_per_wrong, paper.task.teacher_keep_form) == (1, False)
     # A key set by hand stays as set, either way; the baselines ask as the paper does.
@@ -177,5 +177,8 @@ def test_runs_named_before_the_default_changed_keep_their_names():
 
     # A compare run's name hashes what differs from the paper's loop, the defaults when the finished runs were named.
     assert config_hash(load_config(None, ["select.by=train_errors"])) == content_hash({}, length=8)
-    spelled = ["select.by=out_of_fold", "teacher.samples_per_wrong=3", "task.teacher_keep_form=true"]
+    spelled = ["select.by=out_of_fold", "teacher.samples_per_wrong=6", "task.teacher_keep_form=true"]
     assert config_hash(load_config(None)) == config_hash(load_config(None, spelled))
+    # The default's 3 requests became 6: a finished run of the old default keeps its name, the new default gets its own.
+    old_default = ["select.by=out_of_fold", "teacher.samples_per_wrong=3", "task.teacher_keep_form=true"]
+    assert config_hash(load_config(None, old_default)) == "5acd6aeb" != config_hash(load_config(None))

@@ -52,8 +52,8 @@ def test_estimate_command_prints_the_bound_and_its_assumption(data_files):
     config_file.write_text(f"data:\n  seed_path: {seeds}\n  test_path: {test}\nloop:\n  iterations: 3\n")
     outcome = CliRunner().invoke(app, ["estimate", str(config_file)])
     assert outcome.exit_code == 0, outcome.output
-    # The default loop asks 3 times for each seed it selects, in each of the 2 generating iterations.
-    assert f"{2 * 3 * len(SEED_ROWS)}" in outcome.output and "upper bound" in outcome.output
+    # The default loop asks 6 times for each seed it selects, in each of the 2 generating iterations.
+    assert f"{2 * 6 * len(SEED_ROWS)}" in outcome.output and "upper bound" in outcome.output
     assert "set teacher.price_*_per_1m" in outcome.output
 
 
