@@ -94,7 +94,7 @@ def test_in_process_hf_teacher(smollm2_dir):
 
 
 def test_loop_with_a_real_local_teacher(tmp_path, data_files, tiny_model_dir, smollm2_gguf):
-    """Tiny student, real llama.cpp teacher, the default loop (out-of-fold errors, 3 requests each, the seed's form
+    """Tiny student, real llama.cpp teacher, the default loop (out-of-fold errors, 6 requests each, the seed's form
     kept): every request ends accepted or rejected with a reason."""
     pytest.importorskip("xllamacpp", reason="pip install xllamacpp")
     seeds, test = data_files
@@ -105,7 +105,7 @@ def test_loop_with_a_real_local_teacher(tmp_path, data_files, tiny_model_dir, sm
     ])
     store = run(config)
     metrics = store.metrics(0)
-    assert metrics["requests"] == 3 * metrics["wrong"] > 0 and 0 <= metrics["oof_accuracy"] < 1
+    assert metrics["requests"] == 6 * metrics["wrong"] > 0 and 0 <= metrics["oof_accuracy"] < 1
     assert metrics["accepted"] + metrics["rejected"] == metrics["requests"]
     assert sum(metrics["rejected_by_reason"].values()) == metrics["rejected"]
     assert metrics["teacher_completion_tokens"] > 0
