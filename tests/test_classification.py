@@ -154,3 +154,6 @@ def test_keep_opening_names_the_first_word_and_rejects_another():
     whose = example("Whose logo is a W ?", "billing")
     with pytest.raises(Rejected, match="opening_changed"):
         on.parse_teacher_reply("Text: Who's the owner of the W logo ?\nLabel: billing", whose)
+    wordless = example("?!", "billing")  # no first word to keep: nothing named, nothing rejected
+    assert on.teacher_messages(wordless, seeds)[-1]["content"].endswith("form.")
+    assert on.parse_teacher_reply("Text: Who founded Apple ?\nLabel: billing", wordless)["text"] == "Who founded Apple ?"

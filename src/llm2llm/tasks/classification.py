@@ -111,8 +111,8 @@ class ClassificationTask:
                 raise Rejected("label_changed", f"{parent.label} -> {written}")
         if normalize(text) == normalize(parent.text):
             raise Rejected("copy_of_seed")
-        if self.keep_opening and _opening(text).lower() != _opening(parent.text).lower():
-            raise Rejected("opening_changed", f"{_opening(parent.text)} -> {_opening(text)}")
+        if self.keep_opening and (opening := _opening(parent.text)) and _opening(text).lower() != opening.lower():
+            raise Rejected("opening_changed", f"{opening} -> {_opening(text)}")
         if re.search(r"[?.!]\s*\((?:[^()\s]+\s+){2,}[^()]*\)\s*$", text):  # a remark of 3+ words, not "5 p.m. (EST)"
             # "Who was ...? (This is the same as the misclassified example)": the teacher's remark, not the example's.
             raise Rejected("teacher_note", text[text.rindex("(") :][:40])
