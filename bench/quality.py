@@ -76,7 +76,7 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     # the same, dealt in the chosen seeds' label shares (the labels the student confuses): only the parents spread
     "oof_spread_err_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true select.spread=true "
     "select.spread_by=errors select.estimate_every_iteration=false student.keep_checkpoints=none",
-    # the default loop asking twice as often per parent (its first 3 replies are the default's, from the cache)
+    # the default loop asking twice as often per parent (each run has its own reply cache: all 6 are asked afresh)
     "oof_form_all_s6=llm2llm select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
     # the default loop, the request naming the seed's first word and a reply that changes it rejected

@@ -62,8 +62,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)  # signal 0: asks whether the process exists, sends nothing
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by another user
-        return True
+    except PermissionError:  # it exists, owned by another user
+        pass
     return True
 
 
