@@ -3,6 +3,7 @@ dtype it trains in, and prediction prompts/s (greedy generation against scoring 
 
     python bench/speed.py [--model smollm2-135m-instruct] [--task trec] [--epochs 3] [--predict 200] [key=value ...]
     python bench/speed.py --random-init llama-1b [--tokenizer DIR]  # a GPU, where no weights can travel
+    python bench/speed.py --compile  # also the default path with torch.compile: its compile time and steady speed
 
 `--random-init` trains a randomly initialised model of that shape (SmolLM2-135M's, or a ~1B Llama-style one) with the
 bundled SmolLM2 tokenizer (or the one in --tokenizer): speeds, not accuracies, mean something then. On a GPU the peak
@@ -17,6 +18,9 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
   batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
   utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
   actually computed; final loss and seed accuracy of each, which must agree;
+- with --compile, the default path with the decoder body under `torch.compile(dynamic=True)` (packed rows vary in
+  length), trained twice in this process: the first run pays the compilation, the second shows the steady speed
+  (measured and left out of the student: see the row's note);
 - prediction on --predict test prompts: greedy generation and label scoring, prompts/s and their agreement.
 """
 
@@ -91,6 +95,31 @@ def _answers(task, student, student_dir, examples, mode):
     return answers, len(examples) / (time.perf_counter() - started)
 
 
+def _compiled_rows(config, pairs, tmp: Path, old_rate: float) -> list[tuple]:
+    """The default path with the decoder body compiled, trained twice (a new model each time, as the loop does):
+    the first pays dynamo and inductor, the second reuses their work."""
+    load_base, rows, walls = HFStudent._load_base, [], []
+
+    def compiled_load(self, *args, **kwargs):
+        model, tokenizer = load_base(self, *args, **kwargs)
+        model.get_decoder().compile(dynamic=True)  # in place: the saved weights keep their names
+        return model, tokenizer
+
+    HFStudent._load_base = compiled_load
+    try:
+        for run in ("first", "second"):
+            started = time.perf_counter()
+            stats = HFStudent(config.student, seed=0).train(pairs, tmp / f"compiled-{run}")
+            walls.append(time.perf_counter() - started)
+            rows.append((f"train new + torch.compile, {run} run", f"{stats['train_tokens_per_s']:.0f} tok/s "
+                         f"({stats['train_tokens_per_s'] / old_rate:.2f}x)", f"{walls[-1]:.0f} s in all",
+                         f"final loss {stats['final_loss']}"))
+    finally:
+        HFStudent._load_base = load_base
+    rows.append(("  compilation (first run's wall - second's)", f"{walls[0] - walls[1]:.0f} s", "", ""))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -99,6 +128,7 @@ def main() -> None:
     parser.add_argument("--predict", type=int, default=200, help="test prompts to predict")
     parser.add_argument("--random-init", choices=list(SHAPES), help="train a randomly initialised model of this shape")
     parser.add_argument("--tokenizer", help="tokenizer folder for --random-init (default: the bundled SmolLM2's)")
+    parser.add_argument("--compile", action="store_true", help="also train the default path under torch.compile")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (data.seed_path=..., student.batch_size=...)")
     args = parser.parse_args()
     scratch = tempfile.TemporaryDirectory()
@@ -152,6 +182,8 @@ def main() -> None:
                          f"MFU {100 * mfu:.0f}% of peak; computed {100 * computed:.0f}% of the tokens "
                          f"({100 * mfu * computed:.0f}% of peak in FLOPs done)",
                          f"final loss {stats['final_loss']}, seed acc {100 * accuracy:.1f}%"))
+        if args.compile:
+            rows += _compiled_rows(config, pairs, Path(tmp), trained["old: plain forward"][1]["train_tokens_per_s"])
         student = trained["new: shared prefix, head at targets"][0]
         examples = test[: args.predict]
         directory = Path(tmp) / "new: shared prefix, head at targets"
