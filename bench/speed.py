@@ -120,6 +120,24 @@ def _compiled_rows(config, pairs, tmp: Path, old_rate: float) -> list[tuple]:
     return rows
 
 
+def _tokens_fed(task, student, examples) -> tuple[float, float]:
+    """Tokens a prompt puts through the model: greedy at least its whole prompt (its batch's left padding and the
+    decoding steps come on top); scoring its prompt without the shared prefix (computed once a batch), plus each
+    answer's tokens but the last (the prompt's last position reads every answer's first token)."""
+    from transformers import AutoTokenizer
+
+    from llm2llm.students.forward import common_prefix_length
+    from llm2llm.students.hf import encode_prompt, encode_target
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_hf(student.config.model))
+    prompts = [encode_prompt(tokenizer, task.student_messages(e)) for e in examples]
+    answers = [sum(len(encode_target(tokenizer, c)) - 1 for c in task.answer_choices(e)) for e in examples]
+    prefix = common_prefix_length(prompts, [len(p) for p in prompts])
+    batches = -(-len(prompts) // student.config.eval_batch_size)
+    scored = sum(len(p) - prefix for p in prompts) + sum(answers) + prefix * batches
+    return sum(map(len, prompts)) / len(prompts), scored / len(prompts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -197,6 +215,9 @@ def main() -> None:
                      f"test acc {100 * sum(a == e.label for a, e in zip(scored, examples)) / len(examples):.1f}%",
                      f"agrees with greedy on {100 * agree:.1f}% ({100 * sum(a == b for a, b in valid) / max(len(valid), 1):.1f}% "
                      f"where greedy gave a label; {len(examples) - len(valid)} greedy outputs name no label)"))
+        fed_greedy, fed_scored = _tokens_fed(task, student, examples)
+        rows.append(("  tokens fed a prompt: greedy ≥ the prompt", f"{fed_greedy:.1f}", f"scoring {fed_scored:.1f}",
+                     f"so scoring can be at most ~{fed_greedy / fed_scored:.1f}x faster in FLOPs"))
 
     model = f"randomly initialised {args.random_init} shape" if args.random_init else args.model
     print(f"\nmodel {model} ({n_params / 1e6:.0f}M params), {config.name}: {len(pairs)} pairs × {args.epochs} epochs, "
