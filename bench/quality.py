@@ -79,6 +79,11 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     # the default loop asking twice as often per parent (each run has its own reply cache: all 6 are asked afresh)
     "oof_form_all_s6=llm2llm select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
+    # count-matched to the 6-request default (oof_form_all_s6) of the same repeat: the same extra overrides
+    "auggpt_s6=auggpt select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
+    "select.estimate_every_iteration=false student.keep_checkpoints=none",
+    "more_data_s6=more_data select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
+    "select.estimate_every_iteration=false student.keep_checkpoints=none",
     # the default loop, the request naming the seed's first word and a reply that changes it rejected
     "oof_open_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true "
     "task.teacher_keep_opening=true select.estimate_every_iteration=false student.keep_checkpoints=none",
