@@ -58,6 +58,9 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ("Text: Why was the (annual) fee charged twice?\nLabel: billing", ("Why was the (annual) fee charged twice?", "billing")),
         ("Text: I was billed at 5 p.m. (EST)\nLabel: billing", ("I was billed at 5 p.m. (EST)", "billing")),
         ("Text: Is the (technical) fee billed twice?\nLabel: billing", ("Is the (technical) fee billed twice?", "billing")),
+        ("Text: 'I was billed twice. '\nLabel: billing", ("I was billed twice.", "billing")),  # quoted whole
+        ("Text: 'd be billed twice if i said 'yes'\nLabel: billing", ("'d be billed twice if i said 'yes'", "billing")),
+        ("Text: 'd be lying if i said my bill was fine\nLabel: billing", ("'d be lying if i said my bill was fine", "billing")),
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):

@@ -10,6 +10,8 @@ from llm2llm.errors import ConfigError, DataError
 from llm2llm.tasks import Messages, Rejected, normalize
 
 
+_CONTRACTION = re.compile(r"['‘](d|s|ll|re|ve|m|t)\b", re.IGNORECASE)  # 'd, 's, 'll ... opening a text
+
 class ClassificationTask:
     name = "classification"
     max_new_tokens = 12
@@ -99,6 +101,10 @@ class ClassificationTask:
         rest = clean[text_marker.end() :]
         label_line = re.search(r"(?im)^[ \t]*label[ \t]*:[ \t]*(.*)$", rest)
         text = (rest[: label_line.start()] if label_line else rest).strip().strip('"“”').strip()
+        # Single quotes around the whole text ('I loved it.', seen on SST-2) go too, but not a contraction that opens
+        # the text (SST-2's "'d be lying if i said ...") or a quote at one end alone.
+        if len(text) > 1 and text[0] in "'‘" and text[-1] in "'’" and not _CONTRACTION.match(text):
+            text = text[1:-1].strip()
         if not text:
             raise Rejected("empty_text")
         label = parent.label
