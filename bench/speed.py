@@ -20,7 +20,7 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
   actually computed; final loss and seed accuracy of each, which must agree;
 - with --compile, the default path with the decoder body under `torch.compile(dynamic=True)` (packed rows vary in
   length), trained twice in this process: the first run pays the compilation, the second shows the steady speed
-  (measured and left out of the student: see the row's note);
+  (left out of the student: the README's speed paragraph says why);
 - prediction on --predict test prompts: greedy generation and label scoring, prompts/s and their agreement.
 """
 

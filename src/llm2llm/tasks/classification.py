@@ -12,6 +12,7 @@ from llm2llm.tasks import Messages, Rejected, normalize
 
 _CONTRACTION = re.compile(r"['‘](d|s|ll|re|ve|m|t)\b", re.IGNORECASE)  # 'd, 's, 'll ... opening a text
 
+
 class ClassificationTask:
     name = "classification"
     max_new_tokens = 12
