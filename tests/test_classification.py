@@ -61,6 +61,10 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ("Text: 'I was billed twice. '\nLabel: billing", ("I was billed twice.", "billing")),  # quoted whole
         ("Text: 'd be billed twice if i said 'yes'\nLabel: billing", ("'d be billed twice if i said 'yes'", "billing")),
         ("Text: 'd be lying if i said my bill was fine\nLabel: billing", ("'d be lying if i said my bill was fine", "billing")),
+        ('Text: “Why was I billed twice?”\nLabel: billing', ("Why was I billed twice?", "billing")),  # curly quotes
+        # a quote at one end alone is part of the text (the old parser cut it off): it quotes something
+        ('Text: The bill says "paid twice"\nLabel: billing', ('The bill says "paid twice"', "billing")),
+        ('Text: "Paid twice" is what my bill says\nLabel: billing', ('"Paid twice" is what my bill says', "billing")),
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):

@@ -145,6 +145,16 @@ GOOD_RATIONALE = "Each box holds 3 * 4 = 12 eggs.\nFive boxes hold 5 * 12 = 60 e
             "The total is 10 + 5 = 15 + 0 = 15 dollars.\nEach pays 15 / 3 = 5 dollars, and 10 / 3 = 3.33 "
             "for the bill alone. Check: 5 × 3 = 15 and 5 x 3 = 15.\n#### 5",
         ),
+        (  # quotes around the whole question go; a quote that ends it alone stays (the old parser cut it off)
+            'Question: "A sign reads \'2 for $3\'. What do 6 cost?"\nAnswer: 6 / 2 * 3 = 9\n#### 9',
+            "A sign reads '2 for $3'. What do 6 cost?",
+            "6 / 2 * 3 = 9\n#### 9",
+        ),
+        (
+            'Question: **Ana has 3 boxes of 4 pens. She labels the total "pens"**\nAnswer: 3 * 4 = 12\n#### 12',
+            'Ana has 3 boxes of 4 pens. She labels the total "pens"',
+            "3 * 4 = 12\n#### 12",
+        ),
         (  # a second problem after the first is dropped
             "Question: Sam has 4 bags of 6 marbles. How many marbles?\nAnswer: 4 * 6 = 24\n#### 24\n\n"
             "Question: Another one?\nAnswer: 1 + 1 = 2\n#### 2",

@@ -24,6 +24,21 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+_CONTRACTION = re.compile(r"['‘](d|s|ll|re|ve|m|t)\b", re.IGNORECASE)  # 'd, 's, 'll ... opening a text
+
+
+def unquote(text: str) -> str:
+    """A teacher's text without the quotes it put around the whole of it ('"Why is ...?"', "'I loved it.'"). A quote
+    at one end alone stays (the text quotes something: 'He said "no"'), as does a contraction opening the text
+    (SST-2's "'d be lying if i said ...")."""
+    text = text.strip()
+    if len(text) > 1 and text[0] in "\"“" and text[-1] in "\"”":
+        return text[1:-1].strip()
+    if len(text) > 1 and text[0] in "'‘" and text[-1] in "'’" and not _CONTRACTION.match(text):
+        return text[1:-1].strip()
+    return text
+
+
 class Rejected(Exception):
     """A teacher reply that must not be trained on; `reason` is a short code counted in metrics."""
 

@@ -7,10 +7,7 @@ import re
 from llm2llm.config import TaskConfig
 from llm2llm.data import Example
 from llm2llm.errors import ConfigError, DataError
-from llm2llm.tasks import Messages, Rejected, normalize
-
-
-_CONTRACTION = re.compile(r"['‘](d|s|ll|re|ve|m|t)\b", re.IGNORECASE)  # 'd, 's, 'll ... opening a text
+from llm2llm.tasks import Messages, Rejected, normalize, unquote
 
 
 class ClassificationTask:
@@ -101,11 +98,7 @@ class ClassificationTask:
             raise Rejected("unparsable", "no 'Text:' line")
         rest = clean[text_marker.end() :]
         label_line = re.search(r"(?im)^[ \t]*label[ \t]*:[ \t]*(.*)$", rest)
-        text = (rest[: label_line.start()] if label_line else rest).strip().strip('"“”').strip()
-        # Single quotes around the whole text ('I loved it.', seen on SST-2) go too, but not a contraction that opens
-        # the text (SST-2's "'d be lying if i said ...") or a quote at one end alone.
-        if len(text) > 1 and text[0] in "'‘" and text[-1] in "'’" and not _CONTRACTION.match(text):
-            text = text[1:-1].strip()
+        text = unquote(rest[: label_line.start()] if label_line else rest)
         if not text:
             raise Rejected("empty_text")
         label = parent.label

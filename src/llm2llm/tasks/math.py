@@ -15,7 +15,7 @@ from decimal import Decimal
 from llm2llm.config import TaskConfig
 from llm2llm.data import Example, column_key
 from llm2llm.errors import DataError
-from llm2llm.tasks import Messages, Rejected
+from llm2llm.tasks import Messages, Rejected, unquote
 
 # A number as people write it: thousands separators only in groups of three, so "3,4" is not 34.
 _NUMBER = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+"
@@ -218,7 +218,7 @@ class MathTask:
         answer_marker = re.search(field.format("(?:answer|solution)"), rest)
         if not question_marker or not answer_marker:
             raise Rejected("unparsable", "no 'Question:' line followed by an 'Answer:' line")
-        question = rest[: answer_marker.start()].strip().strip('"“”*').strip()
+        question = unquote(rest[: answer_marker.start()].strip().strip("*"))
         answer = rest[answer_marker.end() :]
         second = re.search(field.format("question"), answer)
         answer = answer[: second.start()] if second else answer  # a second problem is not part of this one
