@@ -28,14 +28,16 @@ _CONTRACTION = re.compile(r"['‘](d|s|ll|re|ve|m|t)\b", re.IGNORECASE)  # 'd, '
 
 
 def unquote(text: str) -> str:
-    """A teacher's text without the quotes it put around the whole of it ('"Why is ...?"', "'I loved it.'"). A quote
-    at one end alone stays (the text quotes something: 'He said "no"'), as does a contraction opening the text
-    (SST-2's "'d be lying if i said ...")."""
+    """A teacher's text without the quotes it put around the whole of it ('"Why is ...?"', "'I loved it.'"). Quotes
+    that belong to the text stay: one at one end alone ('He said "no"'), two quotations ('"Paid" or "due"', "'yes'
+    or 'no'"), a contraction opening the text (SST-2's "'d be lying if i said ...")."""
     text = text.strip()
-    if len(text) > 1 and text[0] in "\"“" and text[-1] in "\"”":
-        return text[1:-1].strip()
-    if len(text) > 1 and text[0] in "'‘" and text[-1] in "'’" and not _CONTRACTION.match(text):
-        return text[1:-1].strip()
+    inner = text[1:-1]
+    if len(text) > 1 and text[0] in "\"“" and text[-1] in "\"”" and not re.search("[\"“”]", inner):
+        return inner.strip()
+    if (len(text) > 1 and text[0] in "'‘" and text[-1] in "'’" and not _CONTRACTION.match(text)
+            and not re.search(r"\w['’]\s", inner)):  # "yes' or 'no" closes a quotation inside; "don't", "it 's" do not
+        return inner.strip()
     return text
 
 
