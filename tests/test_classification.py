@@ -66,6 +66,7 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ('Text: The bill says "paid twice"\nLabel: billing', ('The bill says "paid twice"', "billing")),
         ('Text: "Paid twice" is what my bill says\nLabel: billing', ('"Paid twice" is what my bill says', "billing")),
         ('Text: "Paid" or "due"\nLabel: billing', ('"Paid" or "due"', "billing")),  # two quotations
+        ('Text: "why was \"Plan B\" billed twice"\nLabel: billing', ('why was "Plan B" billed twice', "billing")),  # a title inside
         ("Text: 'paid' or 'due'\nLabel: billing", ("'paid' or 'due'", "billing")),
         ("Text: 'it 's billed twice and i didn't agree'\nLabel: billing", ("it 's billed twice and i didn't agree", "billing")),
     ],

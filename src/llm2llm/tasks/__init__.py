@@ -28,13 +28,18 @@ _CONTRACTION = re.compile(r"['‘](d|s|ll|re|ve|m|t)\b", re.IGNORECASE)  # 'd, '
 
 
 def unquote(text: str) -> str:
-    """A teacher's text without the quotes it put around the whole of it ('"Why is ...?"', "'I loved it.'"). Quotes
-    that belong to the text stay: one at one end alone ('He said "no"'), two quotations ('"Paid" or "due"', "'yes'
-    or 'no'"), a contraction opening the text (SST-2's "'d be lying if i said ...")."""
+    """A teacher's text without the quotes it put around the whole of it ('"Why is ...?"', "'I loved it.'"), keeping
+    a title quoted inside it ('"when is "Heat" on"' -> 'when is "Heat" on'). Quotes that belong to the text stay: one
+    at one end alone ('He said "no"'), two quotations ('"Paid" or "due"', "'yes' or 'no'"), a contraction opening
+    the text (SST-2's "'d be lying if i said ...")."""
     text = text.strip()
     inner = text[1:-1]
-    if len(text) > 1 and text[0] in "\"“" and text[-1] in "\"”" and not re.search("[\"“”]", inner):
-        return inner.strip()
+    if len(text) > 1 and text[0] in "\"“" and text[-1] in "\"”":
+        # A quote inside that opens ('"when is "Heat" on"') is a title within the quoted text; one that closes
+        # ('"Paid" or "due"') ends a first quotation, so the outer quotes are not a pair.
+        first = re.search("[\"“”]", inner)
+        if first is None or first.start() == 0 or inner[first.start() - 1].isspace():
+            return inner.strip()
     if (len(text) > 1 and text[0] in "'‘" and text[-1] in "'’" and not _CONTRACTION.match(text)
             and not re.search(r"\w['’]\s", inner)):  # "yes' or 'no" closes a quotation inside; "don't", "it 's" do not
         return inner.strip()
