@@ -89,6 +89,13 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     "task.teacher_keep_opening=true select.estimate_every_iteration=false student.keep_checkpoints=none",
     # the default loop with the teacher's examples in the seeds' surface form (case, punctuation)
     "oof_form_all_s3_seedform=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true quality.match_seed_form=true",
+    # the default loop with confidence selection (issue 11 item 3) at its settings: the out-of-fold errors plus the
+    # seeds answered right whose gold answer is least probable out of fold (12 of 60 on TREC); and confidence alone
+    # (no folds: training errors plus the least probable of the seeds answered right after training on them)
+    "oof_confidence_s6=llm2llm select.by=out_of_fold+confidence teacher.samples_per_wrong=6 task.teacher_keep_form=true "
+    "select.estimate_every_iteration=false student.keep_checkpoints=none",
+    "confidence_s6=llm2llm select.by=confidence teacher.samples_per_wrong=6 task.teacher_keep_form=true "
+    "student.keep_checkpoints=none",
     "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again
     "real_3x=more_data augment.count={seeds2}",
 ]

@@ -53,11 +53,20 @@ def test_parents_by_errors_confidence_and_cap():
     rows["a-1"] = {"correct": False, "gold_logprob": -3.0}
     rows["b-4"] = {"correct": False, "gold_logprob": -0.5}
     assert [(e.id, r) for e, r in choose_parents(SelectConfig(by="train_errors"), seeds, rows)] == [("a-1", "wrong"), ("b-4", "wrong")]
-    # the least confident 30% (3 of 10): a-1, b-4 (wrong anyway) and b-3 (-0.08), the lowest answered right
+    # 30% of 10 seeds: the 3 least confident of those answered right (b-3 -0.08, b-2 -0.07, b-1 -0.06) join the two
+    # wrong ones; the wrong seeds, least confident of all, take none of the share (they would add no parent)
     confident = choose_parents(SelectConfig(by="confidence", confidence_quantile=0.3), seeds, rows)
-    assert [(e.id, r) for e, r in confident] == [("a-1", "wrong"), ("b-3", "low_confidence"), ("b-4", "wrong")]
+    assert [(e.id, r) for e, r in confident] == [
+        ("a-1", "wrong"), ("b-1", "low_confidence"), ("b-2", "low_confidence"), ("b-3", "low_confidence"), ("b-4", "wrong")]
+    # the cap keeps the wrong ones first, then the least confident
     capped = choose_parents(SelectConfig(by="confidence", confidence_quantile=0.5, max_parents=3), seeds, rows)
     assert [(e.id, r) for e, r in capped] == [("a-1", "wrong"), ("b-3", "low_confidence"), ("b-4", "wrong")]
+    # out of fold the same rule reads the held-out rows: with more errors than the share, it still adds the share
+    for ident in ("a-0", "a-2", "a-3", "b-0"):
+        rows[ident] = {"correct": False, "gold_logprob": -2.0}
+    both = choose_parents(SelectConfig(by="out_of_fold+confidence", confidence_quantile=0.2), seeds, rows)
+    assert sum(r == "wrong" for _, r in both) == 6 and [e.id for e, r in both if r == "low_confidence"] == ["b-2", "b-3"]
+    assert [e.id for e, _ in choose_parents(SelectConfig(by="out_of_fold"), seeds, rows)] == [e.id for e, r in both if r == "wrong"]
 
 
 def test_spread_deals_the_same_requests_over_the_labels_one_a_seed_in_turn():

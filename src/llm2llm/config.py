@@ -183,8 +183,8 @@ class SelectConfig(_Section):
     folds: int = Field(3, ge=2, description="out_of_fold: k, the folds the seeds are split into (stratified by label); "
                        "each costs one fine-tune on (k-1)/k of D_i per iteration.")
     confidence_quantile: float = Field(
-        0.2, gt=0, lt=1, description="confidence: this share of the seeds, those whose gold answer is least probable, "
-        "become parents even when answered right.",
+        0.2, gt=0, lt=1, description="confidence: as many seeds as this share of them, those answered right whose "
+        "gold answer is least probable, become parents beside the wrong ones.",
     )
     max_parents: int | None = Field(
         None, ge=1, description="At most this many parents per iteration (wrong ones first, then least confident).",

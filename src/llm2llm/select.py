@@ -7,8 +7,8 @@
   makes this exact; otherwise a held-out seed leaks through its children), and predicts the held-out seeds. The
   seeds it gets wrong are the parents, and the share it gets right is an accuracy estimate that needs no test set.
 - confidence: the student's log-probability of each seed's gold answer (of the label's tokens; per token for math);
-  the least confident `select.confidence_quantile` of the seeds join the parents even when answered right — from the
-  trained student, or with out_of_fold+confidence from the held-out predictions.
+  of the seeds answered right, the least confident join the parents (as many as `select.confidence_quantile` of
+  all the seeds) — from the trained student, or with out_of_fold+confidence from the held-out predictions.
 - spread (select.spread, with any of the above): the teacher gets as many requests as the chosen seeds would
   (teacher.samples_per_wrong each), dealt over the labels in the seeds' proportions and, within a label, one a seed
   in turn: the chosen ones first, then the label's other seeds, least confident first. Chosen seeds crowd into the
@@ -74,8 +74,12 @@ def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict
 
     reasons = {example.id: "wrong" for example in seeds if not predictions[example.id]["correct"]}
     if config.by in ("confidence", "out_of_fold+confidence"):
-        for example in sorted(seeds, key=confidence)[: math.ceil(config.confidence_quantile * len(seeds))]:
-            reasons.setdefault(example.id, "low_confidence")
+        # A share of all the seeds, taken from those answered right: out of fold, where a third or more are wrong,
+        # the least probable seeds are nearly all wrong ones already (on TREC-60 the 12 least probable of 60 were
+        # among the 23 errors), so counting them in would add no parent.
+        right = sorted((example for example in seeds if example.id not in reasons), key=confidence)
+        for example in right[: math.ceil(config.confidence_quantile * len(seeds))]:
+            reasons[example.id] = "low_confidence"
     ranked = sorted((e for e in seeds if e.id in reasons), key=lambda e: (reasons[e.id] != "wrong", confidence(e)))
     kept = {example.id for example in ranked[: config.max_parents]}
     return [(example, reasons[example.id]) for example in seeds if example.id in kept]
