@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from llm2llm import report  # noqa: E402
-from llm2llm.compare import HEADERS, Method, cells, compare  # noqa: E402
+from llm2llm.compare import HEADERS, Method, cells, compare, table_rows  # noqa: E402
 from llm2llm.data import read_examples, read_jsonl  # noqa: E402
 from llm2llm.loop import run  # noqa: E402
 from llm2llm.progress import RichUI  # noqa: E402
@@ -46,6 +46,7 @@ TASKS = {
     "snips": ([], 70),
 }
 SHARED = ["loop.iterations=2", "eval.test_every_iteration=true", "teacher.max_concurrency=2"]
+DEFAULT = "oof_form_all_s6"  # the variant that spells out what `llm2llm run` does with no select/teacher keys set
 NOTES = "<!-- notes: written by hand, kept when the bench rewrites this file -->"
 METHODS = ["finetune"]
 VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch student; every row paired with finetune
@@ -60,12 +61,12 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     "oof_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=false",  # amount alone
     "oof_like_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3 task.teacher_keep_form=false",
     "oof_form_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 quality.min_seed_rouge_l=0.3 task.teacher_keep_form=true",
-    # the default loop since the flip (what `llm2llm run` does with no select/teacher keys set), spelled out
+    # the default loop from the flip until 6 requests won (TREC-60, second session of 2026-12-06)
     "oof_form_all_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
     # count-matched to the oof row of the same repeat (the same extra overrides; the baselines ask as the paper does)
     "auggpt_oof=auggpt select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",
     "more_data_oof=more_data select.by=out_of_fold teacher.samples_per_wrong=1 task.teacher_keep_form=false",
-    # count-matched to the default loop (oof_form_all_s3) of the same repeat
+    # count-matched to oof_form_all_s3 of the same repeat
     "auggpt_s3=auggpt select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
     "more_data_s3=more_data select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true",
     # the default loop's requests spread over the labels in the seeds' shares, one a seed in turn (select.spread); it
@@ -76,7 +77,8 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     # the same, dealt in the chosen seeds' label shares (the labels the student confuses): only the parents spread
     "oof_spread_err_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true select.spread=true "
     "select.spread_by=errors select.estimate_every_iteration=false student.keep_checkpoints=none",
-    # the default loop asking twice as often per parent (each run has its own reply cache: all 6 are asked afresh)
+    # the default loop (DEFAULT: what `llm2llm run` does with no select/teacher keys set), spelled out: 6 requests a
+    # parent (each run has its own reply cache: all 6 are asked afresh); the two keys after them change no result
     "oof_form_all_s6=llm2llm select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
     # count-matched to the 6-request default (oof_form_all_s6) of the same repeat: the same extra overrides
@@ -135,22 +137,31 @@ def main() -> None:
             return store
 
         summary = compare(ROOT / "configs" / f"{task}.yaml", overrides, methods, args.repeats, run_one, log=console.print)
-        sections.append(_section(task, summary, (time.perf_counter() - task_started) / 60))
+        sections.append(_section(task, summary, (time.perf_counter() - task_started) / 60, [m.label for m in methods]))
         console.print(sections[-1], markup=False, highlight=False)
         _write(args, sections, (time.perf_counter() - started) / 60)  # after each task, so a partial bench is kept
     console.print(f"wrote {args.results}")
 
 
-def _section(task: str, summary: dict, minutes: float) -> str:
+def _section(task: str, summary: dict, minutes: float, asked: list[str]) -> str:
+    """The task's part of --results: its rows in the order asked for (--methods, then --variants), then the finished
+    rows of earlier invocations that this one did not name."""
     shown = [o for o in summary["overrides"] if not o.startswith("output_dir=")]
     finished = {r["method"] for r in summary["runs"] if "skipped" not in r}
     not_run = [row["method"] for row in summary["table"] if row["method"] not in finished]
-    summary = {**summary, "table": [row for row in summary["table"] if row["method"] in finished]}
+    order = {label: i for i, label in enumerate(asked)}
+    table = sorted((row for row in summary["table"] if row["method"] in finished), key=lambda row: order.get(row["method"], len(order)))
+    summary = {**summary, "table": table}
     lines = [f"## {task}", "", f"`compare` of configs/{task}.yaml with `{' '.join(shown)}`; "
              f"{summary['repeats']} repeat(s); the runs took {sum(row['minutes'] for row in summary['table']):.0f} min "
              f"(stage times summed), {minutes:.0f} min of it in this invocation (reused runs cost none).", "",
-             "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in summary["table"]]
+             "| " + " | ".join(HEADERS[:5] + ["vs default [95% CI]"] + HEADERS[5:]) + " |", "|" + "---|" * (len(HEADERS) + 1)]
+    # the paired difference from the default loop's row, formatted as the one from finetune (the 5th cell)
+    vs_default = {row["method"]: row["vs_reference"] for row in table_rows(summary["runs"], [row["method"] for row in table], reference=DEFAULT)}
+    for row in summary["table"]:
+        row_cells = cells(row)
+        row_cells.insert(5, cells({**row, "vs_reference": vs_default.get(row["method"])})[4])
+        lines.append("| " + " | ".join(row_cells) + " |")
     lines += [f"\nNo finished run on this task yet: {', '.join(not_run)}."] if not_run else []
     lines += ["", "What the teacher produced (all repeats): requests, kept, rejections by reason.", "",
               "| method | teacher requests | parents by reason | kept | rejected by reason | seed acc per iteration (repeat 0) | "
@@ -222,9 +233,10 @@ def _oof_tracking(summary: dict) -> list[str]:
 
 
 def _samples(summary: dict, limit: int = 8) -> list[str]:
-    """A few kept examples of the first new loop row's first repeat (oof where it ran), beside the seed each was made from."""
-    loops = [m["label"] for m in summary["methods"] if m["method"] == "llm2llm"]
-    label = "oof" if "oof" in loops else (loops[0] if loops else None)
+    """A few kept examples of the default loop's first repeat (the first loop row where it did not run), beside the
+    seed each was made from."""
+    loops = [row["method"] for row in summary["table"] if row["method"] in {m["label"] for m in summary["methods"] if m["method"] == "llm2llm"}]
+    label = DEFAULT if DEFAULT in loops else (loops[0] if loops else None)
     run_dirs = [r["run_dir"] for r in summary["runs"] if r["method"] == label and r["repeat"] == 0 and "skipped" not in r]
     if not run_dirs:
         return []
@@ -256,8 +268,8 @@ def _write(args, sections: list[str], minutes: float) -> None:
         "Qwen2.5-Coder-1.5B-Instruct (llama.cpp, local). Loop: 2 iterations (the second trains on D_1 and is tested), "
         "seed-only sources, from the base weights each time; out-of-fold rows use 3 folds, also in the last "
         "iteration (for its estimate). Count-matched rows add as many examples as the same repeat's loop row with "
-        "the same extra overrides added (auggpt_oof and more_data_oof match oof; auggpt_s3 and more_data_s3 match "
-        "oof_form_all_s3); real_2x and real_3x add real rows "
+        "the same extra overrides added (auggpt_s6 and more_data_s6 match oof_form_all_s6, the default loop spelled "
+        "out; auggpt_s3 and more_data_s3 match oof_form_all_s3); real_2x and real_3x add real rows "
         "up to 2x and 3x the seeds. Mean ± sample std over repeats (seed, seed+1, ...); 'vs finetune' is the mean "
         "paired difference (same repeat, same seed) with its 95% t interval, **real** where it excludes zero.", "",
     ]
