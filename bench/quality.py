@@ -98,6 +98,10 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
     "confidence_s6=llm2llm select.by=confidence teacher.samples_per_wrong=6 task.teacher_keep_form=true "
     "student.keep_checkpoints=none",
+    # the default loop plus the seeds its trained student gets wrong though their fold's student got them right
+    # (select.with_train_errors): the labels an under-trained student leans away from (SST-2-20 repeats 2 and 4)
+    "oof_trained_s6=llm2llm select.by=out_of_fold select.with_train_errors=true teacher.samples_per_wrong=6 "
+    "task.teacher_keep_form=true select.estimate_every_iteration=false student.keep_checkpoints=none",
     "real_2x=more_data augment.count={seeds}",  # real data: seeds + as many again
     "real_3x=more_data augment.count={seeds2}",
 ]

@@ -278,3 +278,42 @@ def test_confidence_is_the_students_log_probability_of_the_gold_answer(tmp_path,
         assert row["gold_logprob"] == pytest.approx(by_hand, abs=tolerance)
     mean = HFStudent(config.student, seed=0).score(store.root / "iter_000" / "student", [task.student_messages(seed_set[0])], [[seed_set[0].label]], per_token=True)
     assert mean[0][0] == pytest.approx(rows[0]["gold_logprob"] / len(encode_target(tokenizer, seed_set[0].label)), abs=tolerance)
+
+
+def test_with_train_errors_adds_the_seeds_wrong_only_after_training():
+    seeds = _seeds({"a": 3, "b": 3})
+    held_out = {s.id: {"correct": s.id != "a-0", "gold_logprob": -0.1, "answer": "a" if s.id != "a-0" else "b"} for s in seeds}
+    trained = {s.id: {"correct": s.id not in ("a-0", "b-2"), "gold_logprob": -0.2, "answer": "x"} for s in seeds}
+    config = SelectConfig(by="out_of_fold", with_train_errors=True)
+    # a-0 is wrong out of fold (and after training): one reason, 'wrong'; b-2 only after training
+    assert [(e.id, r) for e, r in choose_parents(config, seeds, held_out, trained)] == [("a-0", "wrong"), ("b-2", "wrong_after_training")]
+    assert [(e.id, r) for e, r in choose_parents(config, seeds, held_out)] == [("a-0", "wrong")]  # no rows: none added
+    # under a cap, the out-of-fold errors come first
+    assert [e.id for e, _ in choose_parents(config.model_copy(update={"max_parents": 1}), seeds, held_out, trained)] == ["a-0"]
+
+
+def test_the_loop_adds_the_trained_students_errors_with_its_answer(oof_config):
+    stubborn = SEED_ROWS[0]["text"]  # generalised to out of fold, yet wrong once trained on everything
+    other = next(row["label"] for row in SEED_ROWS if row["label"] != SEED_ROWS[0]["label"])
+
+    class Stubborn(LookupStudent):
+        def predict(self, student_dir, prompts, max_new_tokens, advance=None):
+            answers = super().predict(student_dir, prompts, max_new_tokens, advance)
+            if student_dir.name.startswith("fold_"):
+                return answers
+            return [other if messages[-1]["content"] == stubborn else a for messages, a in zip(prompts, answers)]
+
+    for with_train_errors in (False, True):
+        config = oof_config.model_copy(deep=True)
+        config.select.with_train_errors = with_train_errors
+        config.name = f"oof-{with_train_errors}"
+        store = run(config, student=Stubborn(knows=KNOWS))
+        selection = {row["id"]: row for row in read_jsonl(store.root / "iter_000" / "selection.jsonl")}
+        seeds = {e.text: e.id for e in read_examples(store.root / "iter_000" / "train.jsonl")}
+        assert store.metrics(0)["oof_accuracy"] == pytest.approx(len(KNOWS) / len(seeds))  # the estimate stays out of fold
+        if with_train_errors:
+            assert selection[seeds[stubborn]]["reason"] == "wrong_after_training"
+            assert selection[seeds[stubborn]]["answer"] == other  # what the trained student said (right out of fold)
+            assert store.metrics(0)["parents_by_reason"] == {"wrong": len(seeds) - len(KNOWS), "wrong_after_training": 1}
+        else:
+            assert seeds[stubborn] not in selection

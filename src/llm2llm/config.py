@@ -199,6 +199,11 @@ class SelectConfig(_Section):
         "children); errors: the chosen seeds' (the labels the student gets wrong, as without select.spread, but each "
         "request to another seed of the label once every chosen one has one).",
     )
+    with_train_errors: bool = Field(
+        False, description="out_of_fold: also choose the seeds the iteration's student gets wrong after training on "
+        "them (the paper's signal) where their fold's student got them right: the labels the trained student leans "
+        "away from. train_errors and confidence choose them already.",
+    )
     estimate_every_iteration: bool = Field(
         True, description="out_of_fold: also train the folds of the last iteration, so every iteration has an "
         "out-of-fold accuracy and the best iteration can be named (off: the last iteration skips them).",

@@ -5,9 +5,10 @@
         1. Finetune  a fresh student from the base weights on D_i
         2. Evaluate  it on the seed set D_0 only (scoring the known answers, or greedy decoding)
         3. Select    the seed examples to write from (select.by): wrong out of fold (the default: k students each
-                     trained without a fold of seeds and their descendants), wrong after training (the paper), or
-                     least confident; with select.spread the same number of requests is dealt over the labels
-        4. Generate  new examples from each selected *seed* example with the teacher (3 a seed in the seed's form by
+                     trained without a fold of seeds and their descendants; select.with_train_errors adds those
+                     wrong after training), wrong after training (the paper), or least confident; with select.spread
+                     the same number of requests is dealt over the labels
+        4. Generate  new examples from each selected *seed* example with the teacher (6 a seed in the seed's form by
                      default, 1 in new wording in the paper's loop); validate, drop near-duplicates and test-set
                      look-alikes, and keep what a blind verifier confirms
         5. Append    D_{i+1} = D_i + accepted
@@ -180,20 +181,23 @@ def _select(run: RunContext, i: int, train_set: list[Example]) -> dict:
     """Write the parents (wrong.jsonl) and why each was chosen (selection.jsonl); return the stage's metrics."""
     config, seeds, it = run.config, run.seeds, run.store.iter_dir(i)
     out_of_fold = run.store.done(i, "fold_0")
-    predictions = {row["id"]: row for row in read_jsonl(it / "seed_predictions.jsonl")}
+    trained = predictions = {row["id"]: row for row in read_jsonl(it / "seed_predictions.jsonl")}
     if out_of_fold:  # every seed's prediction by the student that never saw it (or anything made from it)
         predictions = {row["id"]: row for path in sorted((it / "folds").glob("fold_*.jsonl")) for row in read_jsonl(path)}
     # A last iteration without folds (select.estimate_every_iteration=false) selects nothing: nothing is generated.
     # requests: parent id → teacher requests where select.spread dealt them (else teacher.samples_per_wrong each)
     chosen, requests = ([], {}) if _uses_folds(config) and not out_of_fold else choose_with_requests(
-        config.select, seeds, predictions, config.teacher.samples_per_wrong)
+        config.select, seeds, predictions, config.teacher.samples_per_wrong,
+        trained if out_of_fold and config.select.with_train_errors else None)
+    # what the student said (shown to the teacher): for a seed wrong only after training, the trained student's answer
+    said = {**predictions, **{e.id: trained[e.id] for e, reason in chosen if reason == "wrong_after_training"}}
     if (it / "generated_predictions.jsonl").is_file():  # augment.source=all: wrong generated examples are parents too
         by_id = {e.id: e for e in train_set}
         chosen += [(by_id[row["id"]], "wrong") for row in read_jsonl(it / "generated_predictions.jsonl") if not row["correct"]]
     write_jsonl(it / "wrong.jsonl", [example for example, _ in chosen])
     write_jsonl(it / "selection.jsonl", [
         {"id": e.id, "label": e.label, "reason": reason, **({"requests": requests[e.id]} if e.id in requests else {}),
-         **{key: predictions[e.id][key] for key in ("answer", "gold_logprob") if key in predictions.get(e.id, {})}}
+         **{key: said[e.id][key] for key in ("answer", "gold_logprob") if key in said.get(e.id, {})}}
         for e, reason in chosen])
     info = {"oof_accuracy": sum(row["correct"] for row in predictions.values()) / len(seeds)} if out_of_fold else {}
     return {**info, "wrong": sum(1 for _, reason in chosen if reason == "wrong"), "parents": len(chosen),

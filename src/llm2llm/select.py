@@ -63,16 +63,22 @@ def without_fold(train_set: list[Example], held_out: set[str]) -> list[Example]:
     return [example for example in train_set if root_seed(example, by_id) not in held_out]
 
 
-def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict]) -> list[tuple[Example, str]]:
-    """(seed, reason) for each parent, in seed order: 'wrong', or 'low_confidence' for the least confident seeds
-    answered right. At most select.max_parents, wrong ones first and the least confident first among those.
-    `predictions` maps a seed id to its row (correct, gold_logprob) from the trained student (train_errors,
-    confidence) or from its fold's student (out_of_fold, out_of_fold+confidence)."""
+def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict],
+                   trained: dict[str, dict] | None = None) -> list[tuple[Example, str]]:
+    """(seed, reason) for each parent, in seed order: 'wrong'; 'wrong_after_training' for the seeds the trained
+    student gets wrong though their fold's student got them right (`trained`: its rows, given with
+    select.with_train_errors out of fold); or 'low_confidence' for the least confident seeds answered right. At most
+    select.max_parents, in that order of reasons and the least confident first within each. `predictions` maps a
+    seed id to its row (correct, gold_logprob) from the trained student (train_errors, confidence) or from its fold's
+    student (out_of_fold, out_of_fold+confidence)."""
     def confidence(example: Example) -> float:
         value = predictions[example.id].get("gold_logprob")
         return -math.inf if value is None else value
 
     reasons = {example.id: "wrong" for example in seeds if not predictions[example.id]["correct"]}
+    for example in seeds if trained is not None else []:
+        if example.id not in reasons and not trained[example.id]["correct"]:
+            reasons[example.id] = "wrong_after_training"
     if config.by in ("confidence", "out_of_fold+confidence"):
         # A share of all the seeds, taken from those answered right: out of fold, where a third or more are wrong,
         # the least probable seeds are nearly all wrong ones already (on TREC-60 the 12 least probable of 60 were
@@ -80,7 +86,8 @@ def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict
         right = sorted((example for example in seeds if example.id not in reasons), key=confidence)
         for example in right[: math.ceil(config.confidence_quantile * len(seeds))]:
             reasons[example.id] = "low_confidence"
-    ranked = sorted((e for e in seeds if e.id in reasons), key=lambda e: (reasons[e.id] != "wrong", confidence(e)))
+    rank = {"wrong": 0, "wrong_after_training": 1, "low_confidence": 2}
+    ranked = sorted((e for e in seeds if e.id in reasons), key=lambda e: (rank[reasons[e.id]], confidence(e)))
     kept = {example.id for example in ranked[: config.max_parents]}
     return [(example, reasons[example.id]) for example in seeds if example.id in kept]
 
@@ -119,9 +126,9 @@ def spread(seeds: list[Example], chosen: list[tuple[Example, str]], predictions:
 
 
 def choose_with_requests(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict],
-                         per_parent: int) -> tuple[list[tuple[Example, str]], dict[str, int]]:
+                         per_parent: int, trained: dict[str, dict] | None = None) -> tuple[list[tuple[Example, str]], dict[str, int]]:
     """choose_parents, and with select.spread the requests it dealt (parent id → count; empty without it)."""
-    chosen = choose_parents(config, seeds, predictions)
+    chosen = choose_parents(config, seeds, predictions, trained)
     if not config.spread:
         return chosen, {}
     dealt = spread(seeds, chosen, predictions, per_parent, config.spread_by)
