@@ -154,14 +154,16 @@ def _section(task: str, summary: dict, minutes: float, asked: list[str]) -> str:
     finished = {r["method"] for r in summary["runs"] if "skipped" not in r}
     not_run = [row["method"] for row in summary["table"] if row["method"] not in finished]
     order = {label: i for i, label in enumerate(asked)}
-    table = sorted((row for row in summary["table"] if row["method"] in finished), key=lambda row: order.get(row["method"], len(order)))
+    table = sorted((row for row in summary["table"] if row["method"] in finished),
+                   key=lambda row: order.get(row["method"], len(order)))
     summary = {**summary, "table": table}
     lines = [f"## {task}", "", f"`compare` of configs/{task}.yaml with `{' '.join(shown)}`; "
              f"{summary['repeats']} repeat(s); the runs took {sum(row['minutes'] for row in summary['table']):.0f} min "
              f"(stage times summed), {minutes:.0f} min of it in this invocation (reused runs cost none).", "",
              "| " + " | ".join(HEADERS[:5] + ["vs default [95% CI]"] + HEADERS[5:]) + " |", "|" + "---|" * (len(HEADERS) + 1)]
     # the paired difference from the default loop's row, formatted as the one from finetune (the 5th cell)
-    vs_default = {row["method"]: row["vs_reference"] for row in table_rows(summary["runs"], [row["method"] for row in table], reference=DEFAULT)}
+    vs_default = {row["method"]: row["vs_reference"]
+                  for row in table_rows(summary["runs"], [row["method"] for row in table], reference=DEFAULT)}
     for row in summary["table"]:
         row_cells = cells(row)
         row_cells.insert(5, cells({**row, "vs_reference": vs_default.get(row["method"])})[4])
@@ -239,7 +241,8 @@ def _oof_tracking(summary: dict) -> list[str]:
 def _samples(summary: dict, limit: int = 8) -> list[str]:
     """A few kept examples of the default loop's first repeat (the first loop row where it did not run), beside the
     seed each was made from."""
-    loops = [row["method"] for row in summary["table"] if row["method"] in {m["label"] for m in summary["methods"] if m["method"] == "llm2llm"}]
+    loop_labels = {m["label"] for m in summary["methods"] if m["method"] == "llm2llm"}
+    loops = [row["method"] for row in summary["table"] if row["method"] in loop_labels]
     label = DEFAULT if DEFAULT in loops else (loops[0] if loops else None)
     run_dirs = [r["run_dir"] for r in summary["runs"] if r["method"] == label and r["repeat"] == 0 and "skipped" not in r]
     if not run_dirs:

@@ -125,8 +125,8 @@ def spread(seeds: list[Example], chosen: list[tuple[Example, str]], predictions:
     return [(example, reasons.get(example.id, "spread"), requests[example.id]) for example in seeds if requests[example.id]]
 
 
-def choose_with_requests(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict],
-                         per_parent: int, trained: dict[str, dict] | None = None) -> tuple[list[tuple[Example, str]], dict[str, int]]:
+def choose_with_requests(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict], per_parent: int,
+                         trained: dict[str, dict] | None = None) -> tuple[list[tuple[Example, str]], dict[str, int]]:
     """choose_parents, and with select.spread the requests it dealt (parent id → count; empty without it)."""
     chosen = choose_parents(config, seeds, predictions, trained)
     if not config.spread:
