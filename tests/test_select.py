@@ -288,6 +288,8 @@ def test_with_train_errors_adds_the_seeds_wrong_only_after_training():
     # a-0 is wrong out of fold (and after training): one reason, 'wrong'; b-2 only after training
     assert [(e.id, r) for e, r in choose_parents(config, seeds, held_out, trained)] == [("a-0", "wrong"), ("b-2", "wrong_after_training")]
     assert [(e.id, r) for e, r in choose_parents(config, seeds, held_out)] == [("a-0", "wrong")]  # no rows: none added
+    off = SelectConfig(by="out_of_fold")  # the key off: the trained student's errors are not read
+    assert [(e.id, r) for e, r in choose_parents(off, seeds, held_out, trained)] == [("a-0", "wrong")]
     # under a cap, the out-of-fold errors come first
     assert [e.id for e, _ in choose_parents(config.model_copy(update={"max_parents": 1}), seeds, held_out, trained)] == ["a-0"]
 

@@ -187,8 +187,7 @@ def _select(run: RunContext, i: int, train_set: list[Example]) -> dict:
     # A last iteration without folds (select.estimate_every_iteration=false) selects nothing: nothing is generated.
     # requests: parent id → teacher requests where select.spread dealt them (else teacher.samples_per_wrong each)
     chosen, requests = ([], {}) if _uses_folds(config) and not out_of_fold else choose_with_requests(
-        config.select, seeds, predictions, config.teacher.samples_per_wrong,
-        trained if out_of_fold and config.select.with_train_errors else None)
+        config.select, seeds, predictions, config.teacher.samples_per_wrong, trained)
     # what the student said (shown to the teacher): for a seed wrong only after training, the trained student's answer
     said = {**predictions, **{e.id: trained[e.id] for e, reason in chosen if reason == "wrong_after_training"}}
     if (it / "generated_predictions.jsonl").is_file():  # augment.source=all: wrong generated examples are parents too

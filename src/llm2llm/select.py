@@ -65,9 +65,9 @@ def without_fold(train_set: list[Example], held_out: set[str]) -> list[Example]:
 
 def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict[str, dict],
                    trained: dict[str, dict] | None = None) -> list[tuple[Example, str]]:
-    """(seed, reason) for each parent, in seed order: 'wrong'; 'wrong_after_training' for the seeds the trained
-    student gets wrong though their fold's student got them right (`trained`: its rows, given with
-    select.with_train_errors out of fold); or 'low_confidence' for the least confident seeds answered right. At most
+    """(seed, reason) for each parent, in seed order: 'wrong'; with select.with_train_errors, 'wrong_after_training'
+    for the seeds the trained student (`trained`: its rows) gets wrong though their fold's student got them right;
+    or 'low_confidence' for the least confident seeds answered right. At most
     select.max_parents, in that order of reasons and the least confident first within each. `predictions` maps a
     seed id to its row (correct, gold_logprob) from the trained student (train_errors, confidence) or from its fold's
     student (out_of_fold, out_of_fold+confidence)."""
@@ -76,9 +76,8 @@ def choose_parents(config: SelectConfig, seeds: list[Example], predictions: dict
         return -math.inf if value is None else value
 
     reasons = {example.id: "wrong" for example in seeds if not predictions[example.id]["correct"]}
-    for example in seeds if trained is not None else []:
-        if example.id not in reasons and not trained[example.id]["correct"]:
-            reasons[example.id] = "wrong_after_training"
+    if config.with_train_errors and trained is not None:  # without folds `trained` is `predictions`: adds none
+        reasons |= {e.id: "wrong_after_training" for e in seeds if e.id not in reasons and not trained[e.id]["correct"]}
     if config.by in ("confidence", "out_of_fold+confidence"):
         # A share of all the seeds, taken from those answered right: out of fold, where a third or more are wrong,
         # the least probable seeds are nearly all wrong ones already (on TREC-60 the 12 least probable of 60 were
