@@ -57,11 +57,11 @@ def refit(run_dir: Path, n_seeds: int, soup: bool) -> dict:
         done = {}
     done.update(iteration=last, run_accuracy=store.info(last, "test")["test_accuracy"])
     seeds_done = done.setdefault("seeds", {})
-    _, test, task = load_data(config)
-    pairs = [(task.student_messages(e), task.target(e)) for e in read_examples(store.iter_dir(last) / "train.jsonl")]
     wanted = [config.seed + 100 * k for k in range(n_seeds)]
     if all(str(s) in seeds_done for s in wanted) and (not soup or done.get("soup", {}).get("seeds") == wanted):
-        return done
+        return done  # nothing to train: the data is not read
+    _, test, task = load_data(config)
+    pairs = [(task.student_messages(e), task.target(e)) for e in read_examples(store.iter_dir(last) / "train.jsonl")]
     with tempfile.TemporaryDirectory() as scratch:
         for seed in wanted:
             if str(seed) in seeds_done and not soup:  # a soup needs every student's weights: all are trained again
