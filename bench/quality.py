@@ -86,6 +86,10 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
     "more_data_s6=more_data select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
+    # how many: the default loop asking 12 times a parent. A request's sampling seed comes from its key, so its first
+    # 6 requests a parent are the default's own (same replies): it holds the default's candidates and 6 more
+    "oof_form_all_s12=llm2llm select.by=out_of_fold teacher.samples_per_wrong=12 task.teacher_keep_form=true "
+    "select.estimate_every_iteration=false student.keep_checkpoints=none",
     # the default loop, the request naming the seed's first word and a reply that changes it rejected
     "oof_open_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true "
     "task.teacher_keep_opening=true select.estimate_every_iteration=false student.keep_checkpoints=none",

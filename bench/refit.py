@@ -2,6 +2,7 @@
 
     python bench/refit.py RUN_DIR [RUN_DIR ...] [--seeds 3] [--soup]
     python bench/refit.py runs/bench-quality/trec/finetune/r* runs/bench-quality/trec/oof_form_all_s6/r*
+    python bench/refit.py RUN_DIR ... --seeds 2 --reuse-own  # one student more a run: the own seed is the run's
 
 For each finished run: the training set of its last tested iteration, retrained from the base weights with the run's
 own seed (which reproduces its test accuracy exactly; the table says where it does not) and with --seeds - 1 others
@@ -10,7 +11,9 @@ differ between them. The table gives each run's test accuracy per training seed 
 directory of runs (a row of `compare`), the mean and the pooled within-run standard deviation: how far one run moves
 from batch order alone. `bench/quality.py --refits` reads the means in place of the runs' single accuracies.
 With --soup, also the uniform average of those students' weights (a model soup, full fine-tunes only), tested the
-same way. Each run's figures go to <run>/refits.json; a training seed found there is not trained again.
+same way. With --reuse-own the run's own seed is not trained again: its accuracy is the run's (retrained, 25 of 25
+runs reproduced it to the decimal), which halves the cost of --seeds 2. Each run's figures go to <run>/refits.json; a
+training seed found there is not trained again.
 Trains one student at a time, in this process: a second torch process on this 2-core machine slows both far more than
 twice.
 """
@@ -42,7 +45,7 @@ from llm2llm.students import build_student  # noqa: E402
 console = Console(width=160)
 
 
-def refit(run_dir: Path, n_seeds: int, soup: bool) -> dict:
+def refit(run_dir: Path, n_seeds: int, soup: bool, reuse_own: bool = False) -> dict:
     """The run's refits.json after training what it lacks: {"iteration", "run_accuracy", "seeds": {seed: accuracy},
     "soup": {"seeds", "test_accuracy"} (with --soup)}."""
     store = RunStore(run_dir)
@@ -57,6 +60,8 @@ def refit(run_dir: Path, n_seeds: int, soup: bool) -> dict:
         done = {}
     done.update(iteration=last, run_accuracy=store.info(last, "test")["test_accuracy"])
     seeds_done = done.setdefault("seeds", {})
+    if reuse_own and not soup:  # a soup needs the own student's weights
+        seeds_done.setdefault(str(config.seed), done["run_accuracy"])
     wanted = [config.seed + 100 * k for k in range(n_seeds)]
     if all(str(s) in seeds_done for s in wanted) and (not soup or done.get("soup", {}).get("seeds") == wanted):
         return done  # nothing to train: the data is not read
@@ -105,7 +110,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per run, the run's own included")
     parser.add_argument("--soup", action="store_true", help="also test the average of the seeds' weights")
+    parser.add_argument("--reuse-own", action="store_true", help="take the run's own accuracy for its own seed "
+                        "instead of retraining it (not with --soup)")
     args = parser.parse_args()
+    if args.reuse_own and args.soup:
+        parser.error("--reuse-own: a soup needs the own seed's student; leave one of them out")
     if args.seeds < 2:
         parser.error("--seeds: at least 2 (the run's own and another), or there is no spread to measure")
     from transformers.utils import logging as transformers_logging
@@ -114,7 +123,7 @@ def main() -> None:
     table = Table("run", "iteration", "run's test", "per seed", "mean", "soup" if args.soup else "")
     within = defaultdict(list)  # row directory → [(mean, variance over seeds)]
     for run_dir in args.runs:
-        done = refit(run_dir, args.seeds, args.soup)
+        done = refit(run_dir, args.seeds, args.soup, args.reuse_own)
         accuracies = [100 * done["seeds"][str(s)] for s in sorted(done["seeds"], key=int)][: args.seeds]
         own = 100 * done["run_accuracy"]
         mark = "" if abs(accuracies[0] - own) < 1e-6 else " (not reproduced)"
@@ -124,6 +133,9 @@ def main() -> None:
                       f"{statistics.mean(accuracies):.1f}", "" if soup is None else f"{soup:.1f}")
         within[str(run_dir.parent)].append((statistics.mean(accuracies), statistics.variance(accuracies)))
     console.print(table)
+    if args.reuse_own:
+        console.print("--reuse-own: each run's first seed is its own, its accuracy the run's (retrained only where an "
+                      "earlier refit without --reuse-own did)", highlight=False)
     for row, runs in within.items():
         pooled = statistics.mean(variance for _, variance in runs) ** 0.5
         console.print(f"{row}: mean over runs and seeds {statistics.mean(m for m, _ in runs):.1f}; one run's standard "
