@@ -193,7 +193,7 @@ def _section(task: str, summary: dict, minutes: float, asked: list[str]) -> str:
     if refit:
         seeds = max(r.get("refit_seeds", 0) for r in summary["runs"])
         rows = ", ".join(f"{m} ({n} runs)" for m, n in refit.items())
-        lines.append(f"\n--refits: a run's accuracy is the mean over its student retrained with {seeds} training seeds "
+        lines.append(f"\n--refits: a run's accuracy is the mean over {seeds} training seeds of its final student "
                      f"(bench/refit.py) in {rows}; elsewhere the run's own.")
     lines += ["", "What the teacher produced (all repeats): requests, kept, rejections by reason.", "",
               "| method | teacher requests | parents by reason | kept | rejected by reason | seed acc per iteration (repeat 0) | "

@@ -60,7 +60,7 @@ def refit(run_dir: Path, n_seeds: int, soup: bool, reuse_own: bool = False) -> d
         done = {}
     done.update(iteration=last, run_accuracy=store.info(last, "test")["test_accuracy"])
     seeds_done = done.setdefault("seeds", {})
-    if reuse_own and not soup:  # a soup needs the own student's weights
+    if reuse_own:  # (a soup retrains every seed, this one too)
         seeds_done.setdefault(str(config.seed), done["run_accuracy"])
     wanted = [config.seed + 100 * k for k in range(n_seeds)]
     if all(str(s) in seeds_done for s in wanted) and (not soup or done.get("soup", {}).get("seeds") == wanted):
