@@ -90,6 +90,9 @@ VARIANTS = [  # issue 11: where the teacher writes from, on the tuned 5-epoch st
     # 6 requests a parent are the default's own (same replies): it holds the default's candidates and 6 more
     "oof_form_all_s12=llm2llm select.by=out_of_fold teacher.samples_per_wrong=12 task.teacher_keep_form=true "
     "select.estimate_every_iteration=false student.keep_checkpoints=none",
+    # the default loop with 3 seeds of the label the student answered instead shown to the teacher, for contrast
+    "oof_contrast_s6=llm2llm select.by=out_of_fold teacher.samples_per_wrong=6 task.teacher_keep_form=true "
+    "task.teacher_contrast_examples=3 select.estimate_every_iteration=false student.keep_checkpoints=none",
     # the default loop, the request naming the seed's first word and a reply that changes it rejected
     "oof_open_s3=llm2llm select.by=out_of_fold teacher.samples_per_wrong=3 task.teacher_keep_form=true "
     "task.teacher_keep_opening=true select.estimate_every_iteration=false student.keep_checkpoints=none",

@@ -138,6 +138,21 @@ def test_teacher_prompt_names_the_students_confusion_when_given(task):
     assert task.teacher_messages(wrong, context, student_answer="billing")[-1]["content"] == plain  # right: nothing to name
 
 
+def test_teacher_prompt_shows_the_confused_labels_seeds_only_when_asked():
+    seeds = [example(), example("Invoice total is wrong", id="2"), example("App crashes", "technical", id="3"),
+             example("Login fails", "technical", id="4"), example("Rain tomorrow?", "get_weather", id="5")]
+    plain = build_task(TaskConfig(labels=LABELS), seeds)
+    contrast = build_task(TaskConfig(labels=LABELS, teacher_contrast_examples=1), seeds)
+    told = contrast.teacher_messages(seeds[0], seeds, student_answer="technical")[-1]["content"]
+    assert "Examples labelled technical, for contrast:\n- App crashes\n" in told
+    assert "Login fails" not in told and "Rain tomorrow?" not in told  # one, of the label the student answered
+    assert told.index("Invoice total is wrong") < told.index("App crashes") < told.index("Misclassified example:")
+    # Off (the default), right, or no answer shown: the prompt is the plain one.
+    assert "App crashes" not in plain.teacher_messages(seeds[0], seeds, student_answer="technical")[-1]["content"]
+    assert contrast.teacher_messages(seeds[0], seeds, student_answer="billing") == plain.teacher_messages(seeds[0], seeds)
+    assert contrast.teacher_messages(seeds[0], seeds) == plain.teacher_messages(seeds[0], seeds)
+
+
 def test_teacher_prompt_asks_to_keep_the_form_only_when_told():
     seeds = [example(), example("App crashes", "technical", id="3")]
     rewording = build_task(TaskConfig(labels=LABELS), seeds).teacher_messages(seeds[0], seeds)

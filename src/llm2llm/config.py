@@ -32,6 +32,12 @@ class TaskConfig(_Section):
     teacher_context_examples: int = Field(
         3, ge=0, description="Other seed examples with the same answer shown to the teacher as context."
     )
+    teacher_contrast_examples: int = Field(
+        0, ge=0, description="classification: seed examples of the label the student answered instead, shown to the "
+        "teacher after the same-label examples, so it sees both sides of the confusion it is asked to write across. "
+        "Only where the student's answer is shown (teacher.show_student_answer). 0: none; on TREC-60, 3 kept fewer examples "
+        "(the teacher copied the seed more) and gained nothing (-0.4 points [-4.5, +3.8]; docs/results.md).",
+    )
     teacher_keep_form: bool | None = Field(
         None, description="classification: ask the teacher to keep the misclassified example's form (its opening "
         "words, sentence type, length) and change its subject and details, instead of new wording. A small teacher "

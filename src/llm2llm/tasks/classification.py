@@ -24,6 +24,7 @@ class ClassificationTask:
         if len(self._by_normal) != len(self.labels):
             raise ConfigError(f"task.labels: labels collide after normalisation: {self.labels}")
         self.context_examples = config.teacher_context_examples
+        self.contrast_examples = config.teacher_contrast_examples
         self.keep_form = config.teacher_keep_form
         self.keep_opening = config.teacher_keep_opening
         # Longest label in words bounds the answer; a little slack covers tokenisation.
@@ -79,6 +80,12 @@ class ClassificationTask:
         # What requests share comes first (the system prompt, then the label's examples), the seed last: a local
         # server reuses the cached prefix instead of reading it again (bench/teacher.py).
         user = f"Other examples labelled {wrong.label}:\n{shown}\n" if shown else ""
+        confused = student_answer if student_answer in self.labels and student_answer != wrong.label else None
+        across = [example for example in context if example.label == confused][: self.contrast_examples]
+        if confused and across:
+            # The other side of the confusion: real seeds of the label the student answered instead.
+            listed = "".join(f"- {example.text}\n" for example in across)
+            user += f"Examples labelled {confused}, for contrast:\n{listed}\n"
         user += f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n"
         if student_answer and student_answer != wrong.label:
             # The confusion is the skill to teach: without it a small teacher writes an easy, typical example of the
