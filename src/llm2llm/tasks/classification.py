@@ -80,12 +80,11 @@ class ClassificationTask:
         # What requests share comes first (the system prompt, then the label's examples), the seed last: a local
         # server reuses the cached prefix instead of reading it again (bench/teacher.py).
         user = f"Other examples labelled {wrong.label}:\n{shown}\n" if shown else ""
-        confused = student_answer if student_answer in self.labels and student_answer != wrong.label else None
-        across = [example for example in context if example.label == confused][: self.contrast_examples]
-        if confused and across:
-            # The other side of the confusion: real seeds of the label the student answered instead.
-            listed = "".join(f"- {example.text}\n" for example in across)
-            user += f"Examples labelled {confused}, for contrast:\n{listed}\n"
+        # The other side of the confusion: real seeds of the label the student answered instead (none where it was right).
+        across = [example for example in context if example.label == student_answer != wrong.label]
+        if self.contrast_examples and across:
+            listed = "".join(f"- {example.text}\n" for example in across[: self.contrast_examples])
+            user += f"Examples labelled {student_answer}, for contrast:\n{listed}\n"
         user += f"Misclassified example:\nText: {wrong.text}\nLabel: {wrong.label}\n"
         if student_answer and student_answer != wrong.label:
             # The confusion is the skill to teach: without it a small teacher writes an easy, typical example of the
