@@ -1,7 +1,7 @@
 """Student speed on this machine, old path against new in one run: training tokens/s and % of the matmul peak in the
 dtype it trains in, and prediction prompts/s (greedy generation against scoring the labels).
 
-    python bench/speed.py [--model smollm2-135m-instruct] [--task trec] [--epochs 3] [--predict 200] [key=value ...]
+    python bench/speed.py [--model smollm2-135m-instruct] [--task trec] [--epochs 3] [--predict 200] [--rounds 1] [key=value ...]
     python bench/speed.py --random-init llama-1b [--tokenizer DIR]  # a GPU, where no weights can travel
     python bench/speed.py --compile  # also the default path with torch.compile: its compile time and steady speed
 
@@ -14,7 +14,8 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
 - the CPU capability and the matmul peak (2048², and at the model's own MLP shape) in fp32 and bf16;
 - HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position) and the
   allocator as before (the path before the speed work), the same with freed memory kept (hf._keep_freed_memory),
-  the default path with packing off (padded rows, the head at targets only), and the default path; same seed and
+  the default path with packing off (padded rows, the head at targets only), the default path with SDPA's default
+  attention kernel and a clipping pass of its own (the default until the eleventh session), and the default path; same seed and
   batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
   utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
   actually computed; final loss and seed accuracy of each, which must agree;
@@ -27,6 +28,8 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import sys
 import tempfile
 import time
@@ -146,6 +149,7 @@ def main() -> None:
     parser.add_argument("--predict", type=int, default=200, help="test prompts to predict")
     parser.add_argument("--random-init", choices=list(SHAPES), help="train a randomly initialised model of this shape")
     parser.add_argument("--tokenizer", help="tokenizer folder for --random-init (default: the bundled SmolLM2's)")
+    parser.add_argument("--rounds", type=int, default=1, help="train the rows this many times, each row's median kept")
     parser.add_argument("--compile", action="store_true", help="also train the default path under torch.compile")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (data.seed_path=..., student.batch_size=...)")
     args = parser.parse_args()
@@ -177,31 +181,45 @@ def main() -> None:
     rows.append((f"{str(train_dtype).split('.')[-1]} matmul at model shape (800×{shape.hidden_size}×{shape.intermediate_size})",
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
 
-    trained = {}
-    keep_freed_memory = hf._keep_freed_memory
+    trained, rates = {}, {}
+    keep_freed_memory, training_attention, clip_in_step = hf._keep_freed_memory, hf._training_attention, hf._clip_in_step
     with tempfile.TemporaryDirectory() as tmp:
         # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
         # it, to tell the two changes apart; then the new path.
-        # (name, plain forward, allocator setting, packing allowed); the padded-rows path tells packing's share apart
-        paths = (("old: plain forward", True, False, True), ("old forward, freed memory kept", True, True, True),
-                 ("new, padded rows: head at targets", False, True, False), ("new: shared prefix, head at targets", False, True, True))
-        for name, plain, allocator, packing in [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]:
-            hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
-            hf._pack_here = lambda packing=packing: packing  # the packed row is measured on a GPU too
-            student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
-            stats = student.train(pairs, Path(tmp) / name)
-            answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")
-            accuracy = sum(a == e.label for a, e in zip(answers, seeds)) / len(seeds)
-            trained[name] = (student, stats, accuracy)
-            mfu = stats["train_tokens_per_s"] * 6 * n_params / 1e9 / peak
+        # (name, plain forward, allocator setting, packing allowed, the attention kernel and folded clip of the default);
+        # the padded-rows path tells packing's share apart, the one before the default the kernel's and the clip's.
+        paths = (("old: plain forward", True, False, True, False), ("old forward, freed memory kept", True, True, True, False),
+                 ("new, padded rows: head at targets", False, True, False, True),
+                 ("new, SDPA's default kernel, clip's own pass", False, True, True, False),
+                 ("new: shared prefix, head at targets", False, True, True, True))
+        paths = [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]
+        # --rounds: the rows again in the same order, each row's median kept (a shared machine's speed drifts by 10%
+        # from minute to minute); the allocator-less row only in the first round, as the setting cannot be undone.
+        for round_ in range(args.rounds):
+            for name, plain, allocator, packing, kernel in [p for p in paths if round_ == 0 or p[2]]:
+                hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
+                hf._pack_here = lambda packing=packing: packing  # the packed row is measured on a GPU too
+                hf._training_attention = training_attention if kernel else contextlib.nullcontext
+                hf._clip_in_step = clip_in_step if kernel else (lambda optimizer, params, max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm))
+                student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
+                stats = student.train(pairs, Path(tmp) / name)
+                rates.setdefault(name, []).append(stats["train_tokens_per_s"])
+                if round_ == 0:
+                    answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")
+                    trained[name] = (student, stats, sum(a == e.label for a, e in zip(answers, seeds)) / len(seeds))
+        for name, *_ in paths:
+            student, stats, accuracy = trained[name]
+            rate = statistics.median(rates[name])
+            mfu = rate * 6 * n_params / 1e9 / peak
             computed = stats["train_tokens_computed"] / stats["train_tokens"]
-            speedup = stats["train_tokens_per_s"] / trained["old: plain forward"][1]["train_tokens_per_s"]
-            rows.append((f"train {name}", f"{stats['train_tokens_per_s']:.0f} tok/s ({speedup:.2f}x)",
+            speedup = rate / statistics.median(rates["old: plain forward"])
+            spread = f" [{min(rates[name]):.0f}–{max(rates[name]):.0f}]" if len(rates[name]) > 1 else ""
+            rows.append((f"train {name}", f"{rate:.0f} tok/s{spread} ({speedup:.2f}x)",
                          f"MFU {100 * mfu:.0f}% of peak; computed {100 * computed:.0f}% of the tokens "
                          f"({100 * mfu * computed:.0f}% of peak in FLOPs done)",
                          f"final loss {stats['final_loss']}, seed acc {100 * accuracy:.1f}%"))
         if args.compile:
-            rows += _compiled_rows(config, pairs, Path(tmp), trained["old: plain forward"][1]["train_tokens_per_s"])
+            rows += _compiled_rows(config, pairs, Path(tmp), statistics.median(rates["old: plain forward"]))
         student = trained["new: shared prefix, head at targets"][0]
         examples = test[: args.predict]
         directory = Path(tmp) / "new: shared prefix, head at targets"

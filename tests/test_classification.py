@@ -69,6 +69,8 @@ def test_labels_inferred_from_seeds_and_unknown_label_names_the_line():
         ('Text: "why was \"Plan B\" billed twice"\nLabel: billing', ('why was "Plan B" billed twice', "billing")),  # a title inside
         ("Text: 'paid' or 'due'\nLabel: billing", ("'paid' or 'due'", "billing")),
         ("Text: 'it 's billed twice and i didn't agree'\nLabel: billing", ("it 's billed twice and i didn't agree", "billing")),
+        ("Text: I was billed twice. Label: billing", ("I was billed twice.", "billing")),  # the label run on
+        ("Text: Why is my record label: Acme billed?\nLabel: billing", ("Why is my record label: Acme billed?", "billing")),
     ],
 )
 def test_parse_good_teacher_replies(task, reply, expected):
@@ -86,6 +88,7 @@ def test_parse_good_teacher_replies(task, reply, expected):
         ("Text: Was I billed twice? (This is the same as the misclassified example)\nLabel: billing", "teacher_note"),
         ("Text: Was I billed twice? (billing)\nLabel: billing", "label_in_text"),
         ("Text: Was I billed twice ? [Label: Billing]\nLabel: billing", "label_in_text"),
+        ("Text: My app keeps crashing. Label: technical", "label_changed"),  # a run-on label is checked too
     ],
 )
 def test_reject_bad_teacher_replies(task, reply, reason):

@@ -3,11 +3,15 @@ shared-prefix training loss and its gradients, and candidate scoring against han
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from llm2llm.students import forward  # noqa: E402
+from llm2llm.students import forward, hf  # noqa: E402
 from llm2llm.students.forward import (  # noqa: E402
     IGNORE_INDEX, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length, greedy_choice, pack,
 )
@@ -77,12 +81,37 @@ def test_packed_loss_and_gradients_equal_the_padded_batch(model, keep_by):
         return loss.item(), [p.grad.clone() for p in model.parameters()]
 
     reference, reference_grads = loss_and_grads(padded, plain=True)
-    for batch in (padded, packed):
-        loss, grads = loss_and_grads(batch, plain=False)
+    for batch, kernel in itertools.product((padded, packed), (contextlib.nullcontext, hf._training_attention)):
+        with kernel():  # SDPA's default kernel, and the one training uses (on a CPU its math kernel)
+            loss, grads = loss_and_grads(batch, plain=False)
         assert loss == pytest.approx(reference, abs=1e-4)
         for grad, expected in zip(grads, reference_grads):
             torch.testing.assert_close(grad, expected, atol=1e-4, rtol=1e-3)
     assert keep_by()
+
+
+def test_the_clip_folded_into_the_step_updates_as_clipping_then_stepping(model):
+    """hf._clip_in_step leaves the clip's multiply to fused AdamW's grad_scale: the same weights after a few steps as
+    clip_grad_norm_ then the step, and not those of an unclipped run (the gradients are well over the norm)."""
+    rows, prefix = _rows()
+    batch = collate_rows(rows, prefix, pad_id=0, pack_rows=True)
+    weights = {}
+    for clip in ("own pass", "folded", "none"):
+        student = copy.deepcopy(model).train()
+        params = list(student.parameters())
+        optimizer = torch.optim.AdamW(params, lr=1e-2, fused=True)
+        for _ in range(3):
+            (100 * causal_lm_loss(student, **batch)).backward()
+            assert torch.nn.utils.get_total_norm([p.grad for p in params]) > 10
+            if clip == "own pass":
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+            elif clip == "folded":
+                hf._clip_in_step(optimizer, params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        weights[clip] = torch.cat([p.detach().flatten() for p in params])
+    torch.testing.assert_close(weights["folded"], weights["own pass"], atol=1e-6, rtol=1e-5)
+    assert (weights["none"] - weights["own pass"]).abs().max() > 1e-4
 
 
 def test_packed_loss_equals_each_example_on_its_own(model):

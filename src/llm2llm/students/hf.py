@@ -7,6 +7,7 @@ little padding, which is most of the speed on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -40,6 +41,27 @@ def _pack_here() -> bool:
     with the head at targets train fastest (H100, bench/speed.py: 2.61x the plain forward against 2.18x packed for
     SmolLM2-135M, 1.33x against 1.03x for a 1B Llama)."""
     return not _import_torch().cuda.is_available()
+
+
+def _training_attention():
+    """The attention kernel for training: on a CPU, SDPA's math kernel (a few matrix products and a softmax), whose
+    backward on short rows under a mask is faster than the flash kernel's (bench/speed.py: the step 7% faster on a
+    2-core Xeon, the backward a fifth); elsewhere the default choice (a GPU's flash kernels win there)."""
+    torch = _import_torch()
+    if torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def _clip_in_step(optimizer, params, max_norm: float) -> None:
+    """Gradient clipping to max_norm without a pass over the gradients of its own: fused AdamW divides each gradient by
+    its `grad_scale` as it reads it (the hook AMP's unscaling uses), so the clip's multiply rides in the optimizer step.
+    The same update as clip_grad_norm_ followed by the step, to float rounding."""
+    torch = _import_torch()
+    norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params if p.grad is not None]
+    optimizer.grad_scale = torch.clamp((torch.linalg.vector_norm(torch.stack(norms)) + 1e-6) / max_norm, min=1.0)
 
 
 def _keep_freed_memory() -> None:
@@ -232,16 +254,20 @@ class HFStudent:
                 for batch in loader:
                     yield {key: value.to(accelerator.device) for key, value in batch.items()}, None
 
+        attention = contextlib.nullcontext if self.config.plain_forward else _training_attention
         model.train()
         # Tokens of the examples as written (a shared prefix counts for each): tokens/s compares across code paths.
         log, tokens, started = [], self.config.epochs * sum(len(ids) for ids, _ in encoded), time.perf_counter()
         for epoch in range(self.config.epochs):
             batches.set_epoch(epoch)
             for batch, share in steps():
-                with autocast:
+                with autocast, attention():
                     loss = self._loss(model, batch, share)
                 accelerator.backward(loss)
-                accelerator.clip_grad_norm_(clipped, 1.0)
+                if together or self.config.plain_forward:  # the processes' clip (accelerate's), or the old path's
+                    accelerator.clip_grad_norm_(clipped, 1.0)
+                else:
+                    _clip_in_step(optimizer, clipped, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -103,7 +103,9 @@ class ClassificationTask:
         if text_marker is None:
             raise Rejected("unparsable", "no 'Text:' line")
         rest = clean[text_marker.end() :]
-        label_line = re.search(r"(?im)^[ \t]*label[ \t]*:[ \t]*(.*)$", rest)
+        # On a line of its own, or run on after the text's last sentence ("... I read. Label: RateBook", 1 in ~2,000
+        # SNIPS replies): the label is read, and checked, either way, and never left in the text.
+        label_line = re.search(r"(?im)(?:^|(?<=[.?!]))[ \t]*label[ \t]*:[ \t]*(.*)$", rest)
         text = unquote(rest[: label_line.start()] if label_line else rest)
         if not text:
             raise Rejected("empty_text")
