@@ -14,8 +14,8 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
 - the CPU capability and the matmul peak (2048², and at the model's own MLP shape) in fp32 and bf16;
 - HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position) and the
   allocator as before (the path before the speed work), the same with freed memory kept (hf._keep_freed_memory),
-  the default path with packing off (padded rows, the head at targets only), the default path with SDPA's default
-  attention kernel and a clipping pass of its own (the default until the eleventh session), and the default path; same seed and
+  the default path with packing off (padded rows, the head at targets only), the default path with a gradient
+  clipping pass of its own (the default until the tenth session), and the default path; same seed and
   batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
   utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
   actually computed; final loss and seed accuracy of each, which must agree;
@@ -28,7 +28,6 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -182,25 +181,24 @@ def main() -> None:
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
 
     trained, rates = {}, {}
-    keep_freed_memory, training_attention, clip_in_step = hf._keep_freed_memory, hf._training_attention, hf._clip_in_step
+    keep_freed_memory, clip_in_step = hf._keep_freed_memory, hf._clip_in_step
     with tempfile.TemporaryDirectory() as tmp:
         # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
         # it, to tell the two changes apart; then the new path.
-        # (name, plain forward, allocator setting, packing allowed, the attention kernel and folded clip of the default);
-        # the padded-rows path tells packing's share apart, the one before the default the kernel's and the clip's.
+        # (name, plain forward, allocator setting, packing allowed, the clip folded into the step);
+        # the padded-rows path tells packing's share apart, the one before the default the folded clip's.
         paths = (("old: plain forward", True, False, True, False), ("old forward, freed memory kept", True, True, True, False),
                  ("new, padded rows: head at targets", False, True, False, True),
-                 ("new, SDPA's default kernel, clip's own pass", False, True, True, False),
+                 ("new, the clip's own pass", False, True, True, False),
                  ("new: shared prefix, head at targets", False, True, True, True))
         paths = [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]
         # --rounds: the rows again in the same order, each row's median kept (a shared machine's speed drifts by 10%
         # from minute to minute); the allocator-less row only in the first round, as the setting cannot be undone.
         for round_ in range(args.rounds):
-            for name, plain, allocator, packing, kernel in [p for p in paths if round_ == 0 or p[2]]:
+            for name, plain, allocator, packing, folded in [p for p in paths if round_ == 0 or p[2]]:
                 hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
                 hf._pack_here = lambda packing=packing: packing  # the packed row is measured on a GPU too
-                hf._training_attention = training_attention if kernel else contextlib.nullcontext
-                hf._clip_in_step = clip_in_step if kernel else (lambda optimizer, params, max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm))
+                hf._clip_in_step = clip_in_step if folded else (lambda optimizer, params, max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm))
                 student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
                 stats = student.train(pairs, Path(tmp) / name)
                 rates.setdefault(name, []).append(stats["train_tokens_per_s"])

@@ -269,7 +269,9 @@ def test_confidence_is_the_students_log_probability_of_the_gold_answer(tmp_path,
     model = AutoModelForCausalLM.from_pretrained(store.root / "iter_000" / "student", dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(store.root / "iter_000" / "student")
     seed_set, _, task = load_data(config)
-    tolerance = 2e-2 if torch.cuda.is_available() else 1e-3  # on a GPU the student predicts in bf16, by hand in fp32
+    # where the student predicts in bf16 (a GPU, a CPU with native bf16) and the hand computation runs in fp32, the
+    # two differ by bf16's rounding (1.1e-3 of -13.1 seen on an AVX512 Xeon)
+    tolerance = 2e-2 if HFStudent(config.student, seed=0)._dtype() != torch.float32 else 1e-3
     for example, row in zip(seed_set, rows):
         prompt, target = encode_prompt(tokenizer, task.student_messages(example)), encode_target(tokenizer, example.label)
         with torch.no_grad():

@@ -114,8 +114,8 @@ class StudentConfig(_Section):
     eval_batch_size: int = Field(16, ge=1, description="Prompts per batch in prediction.")
     plain_forward: bool = Field(
         False, description="Train on every row in full, vocabulary head at every position. Off: the task's shared prompt "
-        "prefix runs once per batch and the head only at target positions (same loss, 2-3x faster), on a CPU through SDPA's "
-        "math kernel, with the gradient clip folded into the optimizer step; on: the path before that work, for speed comparisons.",
+        "prefix runs once per batch and the head only at target positions (same loss, 2-3x faster), and the gradient clip "
+        "rides in the optimizer step; on: the path before that work, for speed comparisons.",
     )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: all cores).")
     keep_checkpoints: Literal["all", "last", "none"] = Field(

@@ -7,7 +7,6 @@ little padding, which is most of the speed on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import math
@@ -41,18 +40,6 @@ def _pack_here() -> bool:
     with the head at targets train fastest (H100, bench/speed.py: 2.61x the plain forward against 2.18x packed for
     SmolLM2-135M, 1.33x against 1.03x for a 1B Llama)."""
     return not _import_torch().cuda.is_available()
-
-
-def _training_attention():
-    """The attention kernel for training: on a CPU, SDPA's math kernel (a few matrix products and a softmax), whose
-    backward on short rows under a mask is faster than the flash kernel's (bench/speed.py: the step 7% faster on a
-    2-core Xeon, the backward a fifth); elsewhere the default choice (a GPU's flash kernels win there)."""
-    torch = _import_torch()
-    if torch.cuda.is_available():
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(SDPBackend.MATH)
 
 
 def _clip_in_step(optimizer, params, max_norm: float) -> None:
@@ -254,14 +241,13 @@ class HFStudent:
                 for batch in loader:
                     yield {key: value.to(accelerator.device) for key, value in batch.items()}, None
 
-        attention = contextlib.nullcontext if self.config.plain_forward else _training_attention
         model.train()
         # Tokens of the examples as written (a shared prefix counts for each): tokens/s compares across code paths.
         log, tokens, started = [], self.config.epochs * sum(len(ids) for ids, _ in encoded), time.perf_counter()
         for epoch in range(self.config.epochs):
             batches.set_epoch(epoch)
             for batch, share in steps():
-                with autocast, attention():
+                with autocast:
                     loss = self._loss(model, batch, share)
                 accelerator.backward(loss)
                 if together or self.config.plain_forward:  # the processes' clip (accelerate's), or the old path's
