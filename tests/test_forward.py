@@ -99,7 +99,7 @@ def test_the_clip_folded_into_the_step_updates_as_clipping_then_stepping(model):
         optimizer = torch.optim.AdamW(params, lr=1e-2, fused=True)
         for _ in range(3):
             (100 * causal_lm_loss(student, **batch)).backward()
-            assert torch.nn.utils.get_total_norm([p.grad for p in params]) > 10
+            assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) > 10
             if clip == "own pass":
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
             elif clip == "folded":

@@ -48,7 +48,7 @@ def _clip_in_step(optimizer, params, max_norm: float) -> None:
     The same update as clip_grad_norm_ followed by the step, to float rounding."""
     torch = _import_torch()
     norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params if p.grad is not None]
-    optimizer.grad_scale = torch.clamp((torch.linalg.vector_norm(torch.stack(norms)) + 1e-6) / max_norm, min=1.0)
+    optimizer.grad_scale = torch.clamp((torch.linalg.vector_norm(torch.stack(norms)) + 1e-6) / max_norm, min=1.0) if norms else None
 
 
 def _keep_freed_memory() -> None:
