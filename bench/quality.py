@@ -1,6 +1,7 @@
 """Does LLM2LLM beat what users would do anyway? `llm2llm compare` on the paper's classification tasks.
 
-    python bench/quality.py [--tasks trec sst2 snips] [--repeats 3] [--methods ...] [--variants ...]
+    python bench/quality.py [--tasks trec sst2 snips] [--repeats 3] [--only-repeats R ...] [--methods ...]
+                            [--variants ...]
                             [--out runs/bench-quality] [--results docs/results.md] [key=value ...]
 
 For each task: configs/<task>.yaml (bundled SmolLM2-135M student, full fine-tune, 5 epochs, batch 8, lr 5e-5;
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-quality"))
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--report-only", action="store_true", help="write the results from finished runs; start none")
+    parser.add_argument("--only-repeats", nargs="+", type=int, metavar="R", help="start runs of these repeats only "
+                        "(0-based, below --repeats; e.g. the one repeat another machine did not finish); finished runs "
+                        "of the others are still reported")
     parser.add_argument("--refits", action="store_true", help="each run's test accuracy: the mean over its training "
                         "seeds in <run>/refits.json (bench/refit.py), where it has them")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
@@ -143,7 +147,7 @@ def main() -> None:
         overrides = [*task_overrides, *SHARED, f"output_dir={args.out}", f"name={task}", *args.overrides]
 
         def run_one(config):
-            if args.report_only:
+            if args.report_only or (args.only_repeats is not None and _repeat(config) not in args.only_repeats):
                 return None
             store = run(config, ui=ui)
             report.write(store)
@@ -155,6 +159,11 @@ def main() -> None:
         console.print(sections[-1], markup=False, highlight=False)
         _write(args, sections, (time.perf_counter() - started) / 60)  # after each task, so a partial bench is kept
     console.print(f"wrote {args.results}")
+
+
+def _repeat(config) -> int:
+    """The repeat a compare run belongs to, from the name compare gives it (r<repeat>-<hash>)."""
+    return int(config.name.split("-", 1)[0].removeprefix("r"))
 
 
 def _with_refits(summary: dict) -> dict:
