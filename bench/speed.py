@@ -19,6 +19,9 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
   batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
   utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
   actually computed; final loss and seed accuracy of each, which must agree;
+- the weight-bound work a step cannot avoid at the recipe's batch size (the gradient norm and a fused AdamW step over
+  the fp32 weights, and the casts to and from the training dtype), and the share of the peak in FLOPs done a step
+  could reach were its matrix products at the peak and nothing else left (a ceiling, not a measurement);
 - with --compile, the default path with the decoder body under `torch.compile(dynamic=True)` (packed rows vary in
   length), trained twice in this process: the first run pays the compilation, the second shows the steady speed
   (left out of the student: the README's speed paragraph says why);
@@ -66,6 +69,37 @@ def matmul_peak(m=PEAK_SIZE, k=PEAK_SIZE, n=PEAK_SIZE, dtype=torch.float32, seco
             repeats += 1
         _sync()
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
+
+
+def weight_bound(model_id: str, train_dtype: torch.dtype, repeats: int = 5) -> tuple[float, float]:
+    """Seconds a training step spends, at the least, on work that grows with the weights and not with the tokens: the
+    gradient norm and one fused AdamW step over every fp32 weight (the student's own clip and step), and (training in
+    a lower dtype) the weights cast to it and their gradients cast back, as autocast does each step. Medians of
+    `repeats`; a freshly built model of the same shape."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_id)).to(DEVICE)
+    params = list(model.parameters())
+    for param in params:
+        param.grad = torch.randn_like(param) * 1e-3
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
+
+    def timed(work) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first pays the optimizer states' allocation
+            _sync()
+            start = time.perf_counter()
+            work()
+            _sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    step = timed(lambda: (hf._clip_in_step(optimizer, params, 1.0), optimizer.step()))
+    if train_dtype == torch.float32:
+        return step, 0.0
+    low = [param.detach().to(train_dtype) for param in params]
+    casts = timed(lambda: [param.detach().to(train_dtype) for param in params]) + timed(lambda: [g.float() for g in low])
+    return step, casts
 
 
 def _sync() -> None:
@@ -216,6 +250,18 @@ def main() -> None:
                          f"MFU {100 * mfu:.0f}% of peak; computed {100 * computed:.0f}% of the tokens "
                          f"({100 * mfu * computed:.0f}% of peak in FLOPs done)",
                          f"final loss {stats['final_loss']}, seed acc {100 * accuracy:.1f}%"))
+        # What no change to the forward and backward can remove at this batch size: the work per step that grows with
+        # the weights. With the matmuls at the peak, the FLOPs share a step could reach is theirs over both.
+        if config.student.finetune == "full":
+            stats = trained["new: shared prefix, head at targets"][1]
+            optimizer_s, casts_s = weight_bound(resolve_hf(args.model), train_dtype)
+            computed_a_step = stats["train_tokens_computed"] / stats["train_steps"]
+            flops_s = 6 * n_params * computed_a_step / (peak * 1e9)
+            rows.append(("  weight-bound work a step, at the least", f"{optimizer_s + casts_s:.3f} s",
+                         f"gradient norm and fused AdamW {optimizer_s:.3f} s, casts to "
+                         f"{str(train_dtype).split('.')[-1]} and back {casts_s:.3f} s",
+                         f"{computed_a_step:.0f} tokens computed a step take {flops_s:.3f} s at the peak: at most "
+                         f"{100 * flops_s / (flops_s + optimizer_s + casts_s):.0f}% of peak in FLOPs done"))
         if args.compile:
             rows += _compiled_rows(config, pairs, Path(tmp), statistics.median(rates["old: plain forward"]))
         student = trained["new: shared prefix, head at targets"][0]

@@ -187,6 +187,18 @@ def test_surface_form_lowers_and_unpunctuates_only_what_it_found():
     assert SurfaceForm(False, False).apply(text) == text
 
 
+def test_surface_form_parts_contractions_where_the_seeds_do():
+    # SNIPS writes "i d like", "what s", "o clock" (41 of its 700 test rows; 3 join them): the seeds say which
+    parted = ["i d like a table for two", "what s the weather", "play jazz at nine o clock", "add this song"]
+    assert SurfaceForm.of(parted) == SurfaceForm(lowercase=True, unpunctuated=True, split_contractions=True)
+    joined = ["whats the weather", "dont play jazz", "i d like that"]
+    assert SurfaceForm.of(joined) == SurfaceForm(lowercase=True, unpunctuated=True, split_contractions=False)
+    assert not SurfaceForm.of(["i d like a table, please", "what s on?"]).split_contractions  # punctuated: nothing to part
+    text = "I'd like \"Let's Dance\" at 7 o’clock, it's 3.5 stars"
+    assert SurfaceForm.of(parted).apply(text) == "i d like let s dance at 7 o clock it s 3.5 stars"
+    assert SurfaceForm.of(joined).apply(text) == "id like lets dance at 7 oclock its 3.5 stars"
+
+
 def test_generate_gives_teacher_examples_the_seeds_form_when_asked(tmp_path):
     (tmp_path / "off").mkdir(), (tmp_path / "on").mkdir()
     off, _ = _run_generate(tmp_path / "off", CannedTeacher("teacher", {}), CannedTeacher("verifier", {}),

@@ -259,7 +259,8 @@ class QualityConfig(_Section):
     match_seed_form: bool = Field(
         False,
         description="Give each teacher example the surface form (nearly) every seed has: lower case where 95% of the "
-        "seeds are, no punctuation where 95% of them have none (generate.py, quality.SurfaceForm). Off changes nothing.",
+        "seeds are, no punctuation where 95% of them have none, an apostrophe then parting words (\"i d like\") or joining "
+        "them as the seeds' contractions do (generate.py, quality.SurfaceForm). Off changes nothing.",
     )
     max_reply_ratio: float = Field(
         4.0, gt=0,
