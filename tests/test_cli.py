@@ -113,6 +113,7 @@ def test_run_status_report_and_changed_config(tmp_path, tiny_run_args):
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "tiny"
     assert "completed 2 iterations" in result.output
+    assert "…" not in result.output  # not a terminal: the table is laid out whole, not cut to 80 columns
     assert (run_dir / "report.md").is_file() and (run_dir / "accuracy.png").stat().st_size > 1000
 
     status = invoke("status", str(run_dir))

@@ -27,6 +27,14 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+PIPED_WIDTH = 200  # a table printed to a file or pipe (a log, CI) is laid out this wide, not cut to 80 columns
+
+
+def _print_table(table) -> None:
+    """A table on stdout: as wide as the terminal, or, written to a file or pipe, as wide as it needs (up to PIPED_WIDTH):
+    rich lays out a non-terminal at 80 columns and cuts the numbers to "70.…"."""
+    (console if console.is_terminal else Console(width=PIPED_WIDTH)).print(table)  # print(width=) cannot widen it
+
 
 OVERRIDES = typer.Argument(None, help="key.sub=value overrides, e.g. loop.iterations=3 student.finetune=full")
 
@@ -103,7 +111,7 @@ def _run(config_path: Optional[Path], overrides: List[str], force: bool, quiet: 
             err_console.print(f"[bold]llm2llm[/] run [cyan]{escape(str(config.run_dir))}[/]")
         store = run(config, force=force, ui=ui)
         if main:
-            console.print(report.table(store))
+            _print_table(report.table(store))
             for path in report.write(store):
                 console.print(f"wrote {path}", markup=False)
 
@@ -211,7 +219,7 @@ def compare_command(
         for row in summary["table"]:
             cells = comparison.cells(row)
             table.add_row(*(escape(cells[k]) for k in shown))
-        console.print(table)
+        _print_table(table)
         root = Path(summary["root"])
         console.print(f"wrote {root / 'compare.md'}, {root / 'compare.png'}, {root / 'compare.json'}", markup=False)
 
@@ -238,7 +246,7 @@ def estimate(
             table.add_column(header, justify="right")
         for part in ("generate", "verify"):
             table.add_row(part, *(f"{result[part][key]:,}" for key in ("requests", "prompt_tokens", "completion_tokens")))
-        console.print(table)
+        _print_table(table)
         console.print(f"total teacher tokens ≤ {result['total_tokens']:,}"
                       + (f"; cost ≤ {result['cost']:.4f}" if result["cost"] is not None else " (set teacher.price_*_per_1m for a cost)"))
         budget = settings.budget
@@ -325,7 +333,7 @@ def report_command(run_dir: Path = typer.Argument(..., help="A run directory, e.
             console.print(f"wrote {report_html.write_compare(summary, run_dir, run_dir.name)}", markup=False)
             return
         store = RunStore(run_dir)
-        console.print(report.table(store))
+        _print_table(report.table(store))
         for path in report.write(store):
             console.print(f"wrote {path}", markup=False)
 
