@@ -71,15 +71,12 @@ def matmul_peak(m=PEAK_SIZE, k=PEAK_SIZE, n=PEAK_SIZE, dtype=torch.float32, seco
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
 
 
-def weight_bound(model_id: str, train_dtype: torch.dtype, repeats: int = 5) -> tuple[float, float]:
+def weight_bound(model, train_dtype: torch.dtype, repeats: int = 5) -> tuple[float, float]:
     """Seconds a training step spends, at the least, on work that grows with the weights and not with the tokens: the
     gradient norm and one fused AdamW step over every fp32 weight (the student's own clip and step), and (training in
     a lower dtype) the weights cast to it and their gradients cast back, as autocast does each step. Medians of
-    `repeats`; a freshly built model of the same shape."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_id)).to(DEVICE)
-    params = list(model.parameters())
+    `repeats`; `model`: a freshly built one of the student's shape (its weights do not matter)."""
+    params = list(model.to(DEVICE).parameters())
     for param in params:
         param.grad = torch.randn_like(param) * 1e-3
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
@@ -200,10 +197,11 @@ def main() -> None:
     pairs = [(task.student_messages(e), task.target(e)) for e in seeds]
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    n_params = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_hf(args.model))).num_parameters()
+    shape = AutoConfig.from_pretrained(resolve_hf(args.model))
+    reference = AutoModelForCausalLM.from_config(shape)  # counts the parameters; times the weight-bound work below
+    n_params = reference.num_parameters()
     probe = HFStudent(config.student, seed=0)
     train_dtype = probe._dtype()
-    shape = AutoConfig.from_pretrained(resolve_hf(args.model))
     peaks = {dtype: matmul_peak(dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
     shape_peak = matmul_peak(8 * 100, shape.hidden_size, shape.intermediate_size, dtype=train_dtype)
     peak = peaks[train_dtype]
@@ -239,6 +237,7 @@ def main() -> None:
                 if round_ == 0:
                     answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")
                     trained[name] = (student, stats, sum(a == e.label for a, e in zip(answers, seeds)) / len(seeds))
+        hf._clip_in_step = clip_in_step  # the student's own, for the weight-bound row below
         for name, *_ in paths:
             student, stats, accuracy = trained[name]
             rate = statistics.median(rates[name])
@@ -254,7 +253,7 @@ def main() -> None:
         # the weights. With the matmuls at the peak, the FLOPs share a step could reach is theirs over both.
         if config.student.finetune == "full":
             stats = trained["new: shared prefix, head at targets"][1]
-            optimizer_s, casts_s = weight_bound(resolve_hf(args.model), train_dtype)
+            optimizer_s, casts_s = weight_bound(reference, train_dtype)
             computed_a_step = stats["train_tokens_computed"] / stats["train_steps"]
             flops_s = 6 * n_params * computed_a_step / (peak * 1e9)
             rows.append(("  weight-bound work a step, at the least", f"{optimizer_s + casts_s:.3f} s",

@@ -54,7 +54,7 @@ class SurfaceForm:
 
 
 # Contractions with their apostrophe parted into a space, and the same joined into one word
-_SPLIT = re.compile(r"\b(?:i [dm]|(?:i|you|we|they|he|she|it|that|what|there|who|where|how|let) (?:s|d|ll|re|ve)|"
+_SPLIT = re.compile(r"\b(?:i m|(?:i|you|we|they|he|she|it|that|what|there|who|where|how|let) (?:s|d|ll|re|ve)|"
                     r"(?:don|can|won|isn|aren|doesn|didn|wasn|weren|couldn|wouldn|shouldn) t|o clock)\b")
 _JOINED = re.compile(r"\b(?:im|whats|thats|theres|lets|dont|cant|wont|isnt|arent|doesnt|didnt|wasnt|werent|couldnt|"
                      r"wouldnt|shouldnt|oclock|youre|theyre|ive|youve|theyve|youll|itll)\b")
