@@ -15,8 +15,9 @@ where the data is absent), the full fine-tune recipe of configs/<task>.yaml. Row
 - HFStudent.train with student.plain_forward=true (every row in full, vocabulary head at every position) and the
   allocator as before (the path before the speed work), the same with freed memory kept (hf._keep_freed_memory),
   the default path with packing off (padded rows, the head at targets only), the default path with a gradient
-  clipping pass of its own (the default until the tenth session), and the default path; same seed and
-  batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
+  clipping pass of its own (the default until the tenth session), the default path with SDPA attention on every
+  packed row (the default until the twelfth session; now short rows in bf16 train with eager attention), and the
+  default path; same seed and batches: tokens/s (tokens of the examples as written), speed-up, model FLOPs
   utilisation (6·N per example token, against the peak in the training dtype) and the share of tokens the new path
   actually computed; final loss and seed accuracy of each, which must agree;
 - the weight-bound work a step cannot avoid at the recipe's batch size (the gradient norm and a fused AdamW step over
@@ -213,31 +214,35 @@ def main() -> None:
                  f"{shape_peak:.0f} GFLOP/s", "", ""))
 
     trained, rates = {}, {}
-    keep_freed_memory, clip_in_step = hf._keep_freed_memory, hf._clip_in_step
+    keep_freed_memory, clip_in_step, short_row = hf._keep_freed_memory, hf._clip_in_step, hf.SHORT_ROW
     with tempfile.TemporaryDirectory() as tmp:
         # The old path first, before the allocator setting (process-wide once made) exists; then the same forward with
         # it, to tell the two changes apart; then the new path.
-        # (name, plain forward, allocator setting, packing allowed, the clip folded into the step);
-        # the padded-rows path tells packing's share apart, the one before the default the folded clip's.
-        paths = (("old: plain forward", True, False, True, False), ("old forward, freed memory kept", True, True, True, False),
-                 ("new, padded rows: head at targets", False, True, False, True),
-                 ("new, the clip's own pass", False, True, True, False),
-                 ("new: shared prefix, head at targets", False, True, True, True))
+        # (name, plain forward, allocator setting, packing allowed, the clip folded into the step, eager attention
+        # for short packed rows); the padded-rows path tells packing's share apart, the next two the folded clip's and
+        # the short rows' attention.
+        paths = (("old: plain forward", True, False, True, False, True),
+                 ("old forward, freed memory kept", True, True, True, False, True),
+                 ("new, padded rows: head at targets", False, True, False, True, True),
+                 ("new, the clip's own pass", False, True, True, False, True),
+                 ("new, SDPA attention on every row", False, True, True, True, False),
+                 ("new: shared prefix, head at targets", False, True, True, True, True))
         paths = [p for p in paths if DEVICE == "cpu" or p[0] != "old forward, freed memory kept"]
         # --rounds: the rows again in the same order, each row's median kept (a shared machine's speed drifts by 10%
         # from minute to minute); the allocator-less row only in the first round, as the setting cannot be undone.
         for round_ in range(args.rounds):
-            for name, plain, allocator, packing, folded in [p for p in paths if round_ == 0 or p[2]]:
+            for name, plain, allocator, packing, folded, short_rows in [p for p in paths if round_ == 0 or p[2]]:
                 hf._keep_freed_memory = keep_freed_memory if allocator else (lambda: None)
                 hf._pack_here = lambda packing=packing: packing  # the packed row is measured on a GPU too
                 hf._clip_in_step = clip_in_step if folded else (lambda optimizer, params, max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm))
+                hf.SHORT_ROW = short_row if short_rows else 0  # no row is short: SDPA throughout
                 student = HFStudent(config.student.model_copy(update={"plain_forward": plain}), seed=0)
                 stats = student.train(pairs, Path(tmp) / name)
                 rates.setdefault(name, []).append(stats["train_tokens_per_s"])
                 if round_ == 0:
                     answers, _ = _answers(task, student, Path(tmp) / name, seeds, "score")
                     trained[name] = (student, stats, sum(a == e.label for a, e in zip(answers, seeds)) / len(seeds))
-        hf._clip_in_step = clip_in_step  # the student's own, for the weight-bound row below
+        hf._clip_in_step, hf.SHORT_ROW = clip_in_step, short_row  # the student's own, for the rows below
         for name, *_ in paths:
             student, stats, accuracy = trained[name]
             rate = statistics.median(rates[name])

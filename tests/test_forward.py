@@ -174,3 +174,43 @@ def test_greedy_choice_walks_the_token_tree():
     # A label that is a prefix of another ends where end-of-sequence beats the longer label's next token.
     assert greedy_choice([[5, 2], [5, 6, 2]], [[-0.1, -0.2], [-0.1, -1.0, 0.0]]) == 0
     assert greedy_choice([[5, 2], [5, 6, 2]], [[-0.1, -1.2], [-0.1, -0.4, -3.0]]) == 1
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_short_packed_rows_train_with_eager_attention_and_sdpa_comes_back(tiny_model_dir, tmp_path, monkeypatch, finetune):
+    """In bf16 on a CPU a packed row of up to SHORT_ROW tokens trains with eager attention, a longer one with SDPA;
+    the trained student is left on SDPA, and the switch trains the same student as SDPA throughout (to bf16 rounding)."""
+    from llm2llm.config import StudentConfig
+    from llm2llm.students.hf import HFStudent
+
+    monkeypatch.setattr(hf, "_pack_here", lambda: True)  # the packed path, on a GPU machine too
+    seen, choose = [], hf._attention_for_row
+
+    def recorded(model, length):
+        choose(model, length)
+        seen.append((length, model.config._attn_implementation))
+
+    monkeypatch.setattr(hf, "_attention_for_row", recorded)
+    system = {"role": "system", "content": "Sort the support ticket into billing, shipping or account. " * 3}
+    pairs = [([system, {"role": "user", "content": "ticket " + "word " * n}], label)
+             for n, label in zip(range(1, 25), ["billing", "shipping", "account"] * 8)]
+    config = StudentConfig(model=tiny_model_dir, finetune=finetune, epochs=1, batch_size=4, dtype="bfloat16")
+
+    def trained(short_row):
+        monkeypatch.setattr(hf, "SHORT_ROW", short_row)
+        seen.clear()
+        student = HFStudent(config, seed=0)
+        stats = student.train(pairs, tmp_path / f"student-{short_row}")
+        assert student._in_memory[1].config._attn_implementation == "sdpa"
+        return stats, list(seen)
+
+    lengths = sorted(length for length, _ in trained(10**6)[1])
+    middle = lengths[len(lengths) // 2]
+    stats, rows = trained(middle)
+    assert {impl for _, impl in rows} == {"eager", "sdpa"}
+    assert all(impl == ("eager" if length <= middle else "sdpa") for length, impl in rows)
+    eager_loss = trained(10**6)[0]["final_loss"]
+    sdpa_stats, rows = trained(0)
+    assert {impl for _, impl in rows} == {"sdpa"}
+    assert eager_loss == pytest.approx(sdpa_stats["final_loss"], rel=2e-2)
+    assert stats["final_loss"] == pytest.approx(sdpa_stats["final_loss"], rel=2e-2)

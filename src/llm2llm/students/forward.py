@@ -19,6 +19,12 @@ from typing import Any
 
 IGNORE_INDEX = -100  # label id the loss skips (prompt and padding tokens)
 PACKABLE = ("sdpa", "eager")  # attention implementations that take an arbitrary 4-D mask
+# Packed rows up to this many tokens train with eager attention where the student computes in bf16/fp16 on a CPU:
+# there SDPA's flash kernel has a slow backward (a 175-token row, SmolLM2's 9 heads: 5.5 ms a layer forward and back
+# against 2.2 ms eager; level near 400 tokens, and 2x slower eager at 1,024, AMX Xeon), while eager keeps each
+# head's length² scores for the backward, memory that grows with the square of the row. In fp32 the flash kernel
+# is as fast as eager at every length, so it stays.
+SHORT_ROW = 384
 
 
 def common_prefix_length(sequences: list[list[int]], limits: list[int]) -> int:

@@ -20,8 +20,8 @@ from llm2llm.config import StudentConfig
 from llm2llm.errors import ModelError
 from llm2llm.models import resolve_hf
 from llm2llm.students import Advance, Messages, Scores
-from llm2llm.students.forward import (IGNORE_INDEX, PACKABLE, candidate_logprobs, causal_lm_loss, collate_rows, common_prefix_length,
-                                      greedy_choice, worth_packing)
+from llm2llm.students.forward import (IGNORE_INDEX, PACKABLE, SHORT_ROW, candidate_logprobs, causal_lm_loss, collate_rows,
+                                      common_prefix_length, greedy_choice, worth_packing)
 from llm2llm.students.sharing import Share, gathered, place, training_shares
 
 
@@ -49,6 +49,14 @@ def _clip_in_step(optimizer, params, max_norm: float) -> None:
     torch = _import_torch()
     norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in params if p.grad is not None]
     optimizer.grad_scale = torch.clamp((torch.linalg.vector_norm(torch.stack(norms)) + 1e-6) / max_norm, min=1.0) if norms else None
+
+
+def _attention_for_row(model, length: int) -> None:
+    """Eager attention for a packed row of up to SHORT_ROW tokens, SDPA for a longer one (forward.SHORT_ROW says why);
+    the implementation changes only when the row's length crosses the line."""
+    wanted = "eager" if length <= SHORT_ROW else "sdpa"
+    if model.config._attn_implementation != wanted:
+        model.set_attn_implementation(wanted)
 
 
 def _keep_freed_memory() -> None:
@@ -200,6 +208,11 @@ class HFStudent:
         prefix = 0 if self.config.plain_forward else common_prefix_length(
             [ids for ids, _ in encoded], [labels.count(IGNORE_INDEX) for _, labels in encoded])
         packable = prefix > 0 and model.config._attn_implementation in PACKABLE and _pack_here()
+        # Short packed rows in bf16/fp16 on a CPU: eager attention (_attention_for_row), SDPA again after training.
+        by_row = packable and compute_dtype != torch.float32 and model.config._attn_implementation == "sdpa"
+        if by_row:  # a model whose attention cannot be switched (transformers warns once) stays on SDPA
+            model.set_attn_implementation("eager")
+            by_row = model.config._attn_implementation == "eager"
         shape = model.config.get_text_config()
         size = (shape.hidden_size, shape.num_hidden_layers, model.num_parameters())
 
@@ -247,6 +260,8 @@ class HFStudent:
         for epoch in range(self.config.epochs):
             batches.set_epoch(epoch)
             for batch, share in steps():
+                if by_row:
+                    _attention_for_row(accelerator.unwrap_model(model), batch["input_ids"].shape[1])
                 with autocast:
                     loss = self._loss(model, batch, share)
                 accelerator.backward(loss)
@@ -262,6 +277,8 @@ class HFStudent:
                 if advance:
                     advance(1)
         seconds = time.perf_counter() - started
+        if by_row:
+            accelerator.unwrap_model(model).set_attn_implementation("sdpa")
 
         # FSDP: every process holds a shard; the whole weights are gathered on the main process to be saved.
         state_dict = accelerator.get_state_dict(model) if together and accelerator.distributed_type == DistributedType.FSDP else None
