@@ -209,10 +209,12 @@ class HFStudent:
             [ids for ids, _ in encoded], [labels.count(IGNORE_INDEX) for _, labels in encoded])
         packable = prefix > 0 and model.config._attn_implementation in PACKABLE and _pack_here()
         # Short packed rows in bf16/fp16 on a CPU: eager attention (_attention_for_row), SDPA again after training.
-        by_row = packable and compute_dtype != torch.float32 and model.config._attn_implementation == "sdpa"
-        if by_row:  # a model whose attention cannot be switched (transformers warns once) stays on SDPA
+        # by_row: the (unwrapped) model whose attention follows each row's length; None: SDPA or eager throughout.
+        by_row = None
+        if packable and compute_dtype != torch.float32 and model.config._attn_implementation == "sdpa":
             model.set_attn_implementation("eager")
-            by_row = model.config._attn_implementation == "eager"
+            if model.config._attn_implementation == "eager":  # else it cannot be switched (transformers warns once)
+                by_row = model
         shape = model.config.get_text_config()
         size = (shape.hidden_size, shape.num_hidden_layers, model.num_parameters())
 
@@ -260,8 +262,8 @@ class HFStudent:
         for epoch in range(self.config.epochs):
             batches.set_epoch(epoch)
             for batch, share in steps():
-                if by_row:
-                    _attention_for_row(accelerator.unwrap_model(model), batch["input_ids"].shape[1])
+                if by_row is not None:
+                    _attention_for_row(by_row, batch["input_ids"].shape[1])
                 with autocast:
                     loss = self._loss(model, batch, share)
                 accelerator.backward(loss)
@@ -277,8 +279,8 @@ class HFStudent:
                 if advance:
                     advance(1)
         seconds = time.perf_counter() - started
-        if by_row:
-            accelerator.unwrap_model(model).set_attn_implementation("sdpa")
+        if by_row is not None:
+            by_row.set_attn_implementation("sdpa")
 
         # FSDP: every process holds a shard; the whole weights are gathered on the main process to be saved.
         state_dict = accelerator.get_state_dict(model) if together and accelerator.distributed_type == DistributedType.FSDP else None
